@@ -1,0 +1,1 @@
+"""Backends bundled with Transport; each is also a console script."""

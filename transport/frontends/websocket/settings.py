@@ -1,0 +1,7 @@
+"""Configuration keys of the WebSocket frontend (see transport.config)."""
+
+from transport.config import Key, Section, declare
+
+SECTION = declare(Section("websocket", "The OriginChats-compatible WebSocket frontend and web client on [service] web_port.", [
+    Key("enabled", "bool", True, "Run the WebSocket frontend in this process."),
+]))
