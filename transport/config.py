@@ -405,8 +405,8 @@ def load_text(text: str, path: str | None = None, overrides: Iterable[str] = ())
         m = re.fullmatch(r"([^.=]+)\.([^=]+)=(.*)", item)
         if not m:
             raise ConfigError(f"override {item!r} is not section.key=value")
-        section = raw.setdefault(m.group(1), RawSection(m.group(1), 0))
-        section.entries[m.group(2)] = [RawEntry(m.group(3), 0)]
+        rsection = raw.setdefault(m.group(1), RawSection(m.group(1), 0))
+        rsection.entries[m.group(2)] = [RawEntry(m.group(3), 0)]
     declared = sections()
     values: dict[str, dict[str, Any]] = {}
     lines: dict[tuple[str, str], int] = {}

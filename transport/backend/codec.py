@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Union
 
 from google.protobuf.message import DecodeError, Message
 
@@ -71,7 +70,7 @@ PAYLOAD_TYPES: dict[int, type[Message] | type[str] | None] = {
     W.TYPE_API_VERSION: pb.APIVersion,
 }
 
-Payload = Union[Message, str, None]
+Payload = Message | str | None
 
 
 class CodecError(Exception):
@@ -132,9 +131,9 @@ def decode_payload(type_: int, raw: bytes) -> Payload:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DecodeError(f"raw XML is not UTF-8: {e}") from e
-    message = cls()  # type: ignore[misc]
+    message: Message = cls()  # type: ignore[assignment]
     message.ParseFromString(raw)
-    return message  # type: ignore[no-any-return]
+    return message
 
 
 class FrameDecoder:

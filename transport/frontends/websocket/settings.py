@@ -3,5 +3,5 @@
 from transport.config import Key, Section, declare
 
 SECTION = declare(Section("websocket", "The OriginChats-compatible WebSocket frontend and web client on [service] web_port.", [
-    Key("enabled", "bool", True, "Run the WebSocket frontend in this process."),
+    Key("enabled", "bool", False, "Run the WebSocket frontend in this process."),
 ]))
