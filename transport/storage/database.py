@@ -13,8 +13,13 @@ DDL may use ``{pk}`` (an auto-increment integer primary key), ``{blob}`` and
 All work runs in a thread pool (one thread for SQLite - a single writer in WAL
 mode is both correct and fastest there; ``pool_size`` threads, one connection
 each, for PostgreSQL) and comes back as a Deferred. A PostgreSQL connection
-that was lost (server restarted) is replaced and the interaction retried once
-when the failure happened before anything was committed.
+that was lost (server restarted, backend terminated) is replaced and the
+interaction retried once when the failure happened before the commit; a failure
+during the commit itself is reported, never retried (it may have been applied).
+
+Every interaction is one transaction on both engines: SQLite connections run in
+autocommit mode and each interaction is wrapped in an explicit ``BEGIN`` ...
+``COMMIT``, so that migrations' DDL is transactional too.
 """
 
 from __future__ import annotations
@@ -44,12 +49,13 @@ class Dialect:
     blob: str
     bigint: str
     placeholder: str
+    explicit_begin: bool = False
 
     def ddl(self, statement: str) -> str:
         return statement.format(pk=self.pk, blob=self.blob, bigint=self.bigint)
 
 
-SQLITE = Dialect("sqlite", "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "INTEGER", "?")
+SQLITE = Dialect("sqlite", "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "INTEGER", "?", explicit_begin=True)
 POSTGRESQL = Dialect("postgresql", "BIGSERIAL PRIMARY KEY", "BYTEA", "BIGINT", "%s")
 
 
@@ -127,6 +133,7 @@ class Database:
         self._lock = threading.Lock()
         self._retry_errors = retry_errors
         self._started = False
+        self._migrate_lock = defer.DeferredLock()
         self.description = dialect.name
 
     # life cycle -------------------------------------------------------------
@@ -188,25 +195,46 @@ class Database:
                 continue
             cursor = conn.cursor()
             try:
+                if self.dialect.explicit_begin:
+                    cursor.execute("BEGIN")
                 result = fn(_Cursor(cursor, self.dialect), *args, **kwargs)
-                conn.commit()
-                return result
-            except self._retry_errors:
-                self._drop_connection()
+            except self._retry_errors as exc:
+                # Nothing was committed: the server rolls back a transaction whose
+                # connection died, so running the interaction again is safe.
+                self._rollback_or_drop(conn, force_drop=self._is_broken(conn))
                 if attempt == 2:
                     raise
+                log.warn("database connection lost ({error}); reconnecting and retrying once", error=exc)
+                continue
             except BaseException:
-                try:
-                    conn.rollback()
-                except Exception:
-                    self._drop_connection()
+                self._rollback_or_drop(conn)
                 raise
             finally:
                 try:
                     cursor.close()
-                except Exception:
+                except Exception:  # a dead connection's cursor
                     pass
+            try:
+                conn.commit()
+            except BaseException:
+                # The commit may or may not have been applied: never retried.
+                self._rollback_or_drop(conn, force_drop=self._is_broken(conn))
+                raise
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _is_broken(conn: Any) -> bool:
+        return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))
+
+    def _rollback_or_drop(self, conn: Any, force_drop: bool = False) -> None:
+        if not force_drop:
+            try:
+                conn.rollback()
+                return
+            except Exception:  # the connection is unusable: replace it
+                pass
+        self._drop_connection()
 
     def run_interaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
         """Run ``fn(txn, *args, **kwargs)`` in one transaction, in a pool thread."""
@@ -231,12 +259,32 @@ class Database:
     # schema -----------------------------------------------------------------------
 
     def migrate(self, migrations: Sequence[Migration]) -> defer.Deferred[dict[str, int]]:
-        """Apply the missing *migrations*; the resulting version per component."""
-        return self.run_interaction(self._migrate, list(migrations))
+        """Apply the missing *migrations* in one transaction; the resulting version per component.
 
-    def _migrate(self, txn: Transaction, migrations: list[Migration]) -> dict[str, int]:
+        Migrations of different components started at the same time run one after
+        the other (and, on PostgreSQL, under an advisory lock against other processes).
+        """
+        steps = list(migrations)
+        return self._migrate_lock.run(self.run_interaction, self._migrate, steps)
+
+    def schema_versions(self) -> defer.Deferred[dict[str, int]]:
+        """The recorded schema version of every component (empty before any migration)."""
+        def read(txn: Transaction) -> dict[str, int]:
+            self._ensure_versions_table(txn)
+            txn.execute("SELECT component, version FROM schema_versions")
+            return {c: int(v) for c, v in txn.fetchall()}
+        return self._migrate_lock.run(self.run_interaction, read)
+
+    def _ensure_versions_table(self, txn: Transaction) -> None:
+        if self.dialect.name == "postgresql":
+            # Serializes concurrent migrations from several processes (and the racy
+            # CREATE TABLE IF NOT EXISTS in the catalog); released at commit.
+            txn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_ID,))
         txn.execute("CREATE TABLE IF NOT EXISTS schema_versions (component VARCHAR(64) PRIMARY KEY, "
                     "version INTEGER NOT NULL)")
+
+    def _migrate(self, txn: Transaction, migrations: list[Migration]) -> dict[str, int]:
+        self._ensure_versions_table(txn)
         txn.execute("SELECT component, version FROM schema_versions")
         versions = {c: int(v) for c, v in txn.fetchall()}
         for step in sorted(migrations, key=lambda m: (m.component, m.version)):
@@ -260,6 +308,9 @@ class Database:
         return versions
 
 
+_MIGRATION_LOCK_ID = 0x7472616E73  # "trans": an arbitrary, fixed advisory lock key
+
+
 def open_sqlite(path: str | Path, reactor: IReactorCore | None = None) -> Database:
     """A SQLite database in one file (WAL mode), or ``:memory:``."""
     target = str(path)
@@ -267,7 +318,9 @@ def open_sqlite(path: str | Path, reactor: IReactorCore | None = None) -> Databa
         Path(target).parent.mkdir(parents=True, exist_ok=True)
 
     def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(target, check_same_thread=False, timeout=30)
+        # isolation_level=None: the driver does not open transactions by itself;
+        # Database._run wraps each interaction in BEGIN ... COMMIT.
+        conn = sqlite3.connect(target, check_same_thread=False, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -298,11 +351,23 @@ def open_from_config(config: Any, reactor: IReactorCore | None = None) -> Databa
         name = section["database"]
         path = name if name == ":memory:" else config.resolve_path(name, config.state_dir)
         return open_sqlite(path, reactor)
-    conninfo = section["database"]
-    if "=" not in conninfo and "://" not in conninfo:
-        parts = [f"dbname={conninfo}"]
-        for key, opt in (("server", "host"), ("port", "port"), ("user", "user"), ("password", "password")):
-            if section[key]:
-                parts.append(f"{opt}={section[key]}")
-        conninfo = " ".join(parts)
-    return open_postgresql(conninfo, section["pool_size"], reactor)
+    return open_postgresql(postgresql_conninfo(section), section["pool_size"], reactor)
+
+
+def postgresql_conninfo(section: Any) -> str:
+    """The libpq conninfo for a ``[database]`` section of type postgresql.
+
+    ``database`` is a database name (then ``server``, ``port``, ``user`` and
+    ``password`` apply) or already a full conninfo (``key=value ...``) / URI
+    (``postgresql://...``), used as it is.
+    """
+    from psycopg.conninfo import make_conninfo
+
+    name = str(section["database"])
+    if "=" in name or "://" in name:
+        return name
+    params: dict[str, Any] = {"dbname": name}
+    for key, opt in (("server", "host"), ("port", "port"), ("user", "user"), ("password", "password")):
+        if section[key]:
+            params[opt] = section[key]
+    return make_conninfo(**params)
