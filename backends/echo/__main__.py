@@ -1,0 +1,3 @@
+from transport_backends.echo import main
+
+main()
