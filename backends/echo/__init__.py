@@ -26,7 +26,8 @@ from typing import NoReturn
 
 from transport.backend import transport_pb2 as pb
 from transport.sdk import NetworkPlugin, Shutdown, run
-from transport_backends.echo.png import echo_avatar
+
+from .png import echo_avatar
 
 ECHO = "echo"
 ECHO_ALIAS = "Echo"
