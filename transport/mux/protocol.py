@@ -1,0 +1,350 @@
+"""``MultiplexedSocket``: the Twisted protocol that runs the multiplexer over one TLS connection.
+
+It sits inside Twisted's ``TLSMemoryBIOProtocol`` (so it sees clear text), feeds
+the sans-I/O :class:`~transport.mux.multiplexer.Multiplexer`, and turns its
+events into :class:`~transport.mux.channel.ChannelSocket` life cycles:
+
+* ``open_channel(name)`` sends a REQUEST and returns a Deferred that fires with
+  the channel on ACCEPT, or fails with :class:`ChannelDeclinedError`;
+* an incoming REQUEST asks ``decide(socket, name)`` (bool or Deferred[bool]);
+  accepted channels go to ``ready(channel)``;
+* the peer's EOF ends a channel with ``ConnectionDone``; losing the connection
+  ends every channel with ``ConnectionLost`` - never a clean EOF;
+* beacons: ``send_beacon()`` sends ``{"p": true}``; without an answer within
+  ``beacon_timeout`` seconds the connection is aborted. One is also sent after
+  ``beacon_interval`` seconds without any incoming data.
+* a control message that does not parse aborts the connection (the peer is
+  broken or hostile); other connections do not notice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from transport.mux import multiplexer as m
+from transport.mux.channel import ChannelSocket
+from transport.mux.codec import MuxProtocolError
+from transport.mux.identity import PeerRefused, verify_result
+
+DEFAULT_BEACON_TIMEOUT = 3.0
+DEFAULT_BEACON_INTERVAL = 30.0
+DEFAULT_MAX_BUFFERED = 1024 * 1024
+
+
+class ChannelDeclinedError(Exception):
+    """The peer declined the channel request (or the connection was closed before an answer)."""
+
+
+class BeaconTimeout(error.ConnectionLost):
+    """A beacon went unanswered: the connection is considered dead."""
+
+
+Decide = Callable[["MultiplexedSocket", str], "bool | defer.Deferred[bool]"]
+Ready = Callable[[ChannelSocket], None]
+
+
+@implementer(IHandshakeListener, IPushProducer)
+class MultiplexedSocket(Protocol):
+    """One TLS connection carrying channels. *is_client* is the TLS role (it decides the id range)."""
+
+    log = Logger()
+
+    def __init__(self, is_client: bool, clock: Any, *, decide: Decide | None = None, ready: Ready | None = None,
+                 local_device: str | None = None, beacon_interval: float = DEFAULT_BEACON_INTERVAL,
+                 beacon_timeout: float = DEFAULT_BEACON_TIMEOUT, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+        self.mux = m.Multiplexer(is_client)
+        self.clock = clock
+        self.decide = decide
+        self.ready_callback = ready
+        self.local_device = local_device
+        self.peer_device: str | None = None
+        self.beacon_interval = beacon_interval
+        self.beacon_timeout = beacon_timeout
+        self.max_buffered = max_buffered
+        self.channels: dict[int, ChannelSocket] = {}
+        self.created = time.time()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.writing_paused = False
+        self.reading_paused = False
+        self.buffered_in = 0
+        self.peer_address: Any = None
+        self._pending: dict[int, defer.Deferred[ChannelSocket]] = {}
+        self._cancelled: set[int] = set()
+        self._beacon_call: Any = None
+        self._idle_call: Any = None
+        self._last_received = clock.seconds()
+        self._close_reason: Exception | None = None
+        self.is_connected = False
+        #: fires with this socket once the TLS handshake verified the peer
+        self.handshake_done: defer.Deferred[MultiplexedSocket] = defer.Deferred()
+        #: fires (with the reason) when the connection is gone
+        self.closed: defer.Deferred[Failure] = defer.Deferred()
+
+    def __repr__(self) -> str:
+        return f"<MultiplexedSocket peer={self.peer_device} channels={len(self.channels)}>"
+
+    # --- connection life cycle --------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.is_connected = True
+        self.peer_address = self.transport.getPeer()  # type: ignore[union-attr]
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._write(self.mux.initiate())
+        self._schedule_idle_check()
+
+    def handshakeCompleted(self) -> None:
+        result = verify_result(self.transport.getHandle())  # type: ignore[union-attr]
+        self.peer_device = result.device_id
+        if self.peer_device is None:  # cannot happen with our creators; refuse rather than guess
+            self._abort(PeerRefused("peer presented no verified certificate"))
+            return
+        self.handshake_done.callback(self)
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        self.is_connected = False
+        for call in (self._beacon_call, self._idle_call):
+            if call is not None and call.active():
+                call.cancel()
+        cause: Exception
+        if self._close_reason is not None:
+            cause = self._close_reason
+        else:
+            refused = None
+            try:
+                refused = verify_result(self.transport.getHandle()).error  # type: ignore[union-attr]
+            except Exception:
+                pass
+            if refused and self.peer_device is None:
+                cause = PeerRefused(refused)
+            else:
+                what = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
+                cause = error.ConnectionLost(f"mux connection to {self.peer_device} lost: {what}")
+        if not self.handshake_done.called:
+            self.handshake_done.errback(Failure(cause))
+        self.mux.connection_lost()
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.errback(Failure(cause))
+        channels, self.channels = self.channels, {}
+        for channel in channels.values():
+            channel._lost(Failure(cause if isinstance(cause, error.ConnectionLost)
+                                  else error.ConnectionLost(str(cause))))
+        self.closed.callback(Failure(cause))
+
+    def close(self) -> None:
+        """Close the TLS connection (channels end with ConnectionLost)."""
+        if self.transport is not None and self.is_connected:
+            self.transport.loseConnection()
+
+    def _abort(self, reason: Exception) -> None:
+        self._close_reason = reason
+        if self.transport is not None and self.is_connected:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # --- beacons ----------------------------------------------------------
+
+    def send_beacon(self) -> None:
+        """Ask the peer to prove it is alive (e.g. after a connectivity change)."""
+        if not self.is_connected or self._beacon_call is not None:
+            return
+        self._write(self.mux.send_beacon())
+        self._beacon_call = self.clock.callLater(self.beacon_timeout, self._beacon_expired)
+
+    def _beacon_expired(self) -> None:
+        self._beacon_call = None
+        self.log.warn("mux: beacon to {peer} unanswered after {t}s; closing", peer=self.peer_device,
+                      t=self.beacon_timeout)
+        self._abort(BeaconTimeout(f"beacon unanswered within {self.beacon_timeout}s"))
+
+    def _schedule_idle_check(self) -> None:
+        if self.beacon_interval > 0:
+            self._idle_call = self.clock.callLater(self.beacon_interval, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_call = None
+        if not self.is_connected:
+            return
+        idle = self.clock.seconds() - self._last_received
+        if idle >= self.beacon_interval:
+            self.send_beacon()
+            delay = self.beacon_interval
+        else:
+            delay = self.beacon_interval - idle
+        self._idle_call = self.clock.callLater(delay, self._idle_check)
+
+    # --- channels -----------------------------------------------------------
+
+    def open_channel(self, name: str) -> defer.Deferred[ChannelSocket]:
+        """Ask the peer for a channel called *name*."""
+        if not self.is_connected:
+            return defer.fail(error.ConnectionLost("mux connection is closed"))
+        try:
+            cid, data = self.mux.request_channel(name)
+        except m.ChannelLimitReached as e:
+            return defer.fail(e)
+
+        def cancel(d: defer.Deferred[ChannelSocket]) -> None:
+            self._pending.pop(cid, None)
+            self._cancelled.add(cid)
+
+        d: defer.Deferred[ChannelSocket] = defer.Deferred(cancel)
+        self._pending[cid] = d
+        self._write(data)
+        return d
+
+    def _send_data(self, cid: int, data: bytes) -> None:
+        out = self.mux.send(cid, data)
+        if out:
+            self._write(out)
+
+    def _send_eof(self, cid: int) -> None:
+        out = self.mux.send_eof(cid)
+        if out:
+            self._write(out)
+
+    def _write(self, data: bytes) -> None:
+        if self.is_connected and data:
+            self.bytes_out += len(data)
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    # --- receiving ---------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self._last_received = self.clock.seconds()
+        self.bytes_in += len(data)
+        try:
+            events = self.mux.receive_data(data)
+        except MuxProtocolError as e:
+            self.log.warn("mux: protocol error from {peer}: {e}; closing", peer=self.peer_device, e=e)
+            self._abort(error.ConnectionLost(f"protocol error: {e}"))
+            return
+        out = self.mux.data_to_send()
+        if out:
+            self._write(out)
+        for ev in events:
+            if not self.is_connected:
+                return
+            if isinstance(ev, m.DataReceived):
+                ch = self.channels.get(ev.channel)
+                if ch is not None:
+                    ch._received(ev.data)
+            elif isinstance(ev, m.ChannelClosed):
+                ch = self.channels.pop(ev.channel, None)
+                if ch is not None:
+                    ch._lost(Failure(error.ConnectionDone()))
+            elif isinstance(ev, m.ChannelAccepted):
+                self._accepted(ev)
+            elif isinstance(ev, m.ChannelDeclined):
+                d = self._pending.pop(ev.channel, None)
+                self._cancelled.discard(ev.channel)
+                if d is not None:
+                    d.errback(ChannelDeclinedError(f"channel {ev.name!r} declined by {self.peer_device}"))
+            elif isinstance(ev, m.ChannelRequested):
+                self._requested(ev)
+            elif isinstance(ev, m.BeaconAnswered):
+                if self._beacon_call is not None and self._beacon_call.active():
+                    self._beacon_call.cancel()
+                self._beacon_call = None
+            elif isinstance(ev, m.ChannelRefused):
+                self.log.info("mux: refused request {name!r} from {peer}: {reason}", name=ev.name,
+                              peer=self.peer_device, reason=ev.reason)
+            elif isinstance(ev, m.UnknownChannelData):
+                self.log.debug("mux: {n} bytes for unknown channel {c} dropped", n=ev.length, c=ev.channel)
+
+    def _accepted(self, ev: m.ChannelAccepted) -> None:
+        channel = ChannelSocket(self, ev.channel, ev.name)
+        self.channels[ev.channel] = channel
+        d = self._pending.pop(ev.channel, None)
+        if d is None:  # the requester gave up meanwhile
+            self._cancelled.discard(ev.channel)
+            channel.loseConnection()
+            return
+        d.callback(channel)
+
+    def _requested(self, ev: m.ChannelRequested) -> None:
+        cid, name = ev.channel, ev.name
+        if self.decide is None or self.peer_device is None:
+            self._write(self.mux.decline(cid))
+            return
+        try:
+            verdict = defer.maybeDeferred(self.decide, self, name)
+        except Exception:  # pragma: no cover - maybeDeferred catches
+            verdict = defer.succeed(False)
+
+        def answer(ok: Any) -> None:
+            if not self.is_connected or self.mux.state(cid) is not m.State.REQUESTED_IN:
+                return
+            if ok is not True:
+                self._write(self.mux.decline(cid))
+                return
+            self._write(self.mux.accept(cid))
+            channel = ChannelSocket(self, cid, name)
+            self.channels[cid] = channel
+            if self.ready_callback is not None:
+                try:
+                    self.ready_callback(channel)
+                except Exception:
+                    self.log.failure("mux: channel-ready callback failed for {name!r}", name=name)
+                    channel.abortConnection()
+
+        def failed(f: Failure) -> None:
+            self.log.failure("mux: channel-request callback failed for {name!r}", f, name=name)
+            answer(False)
+
+        verdict.addCallbacks(answer, failed)
+
+    # --- flow control --------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The TLS send buffer is full: pause every channel's producer."""
+        self.writing_paused = True
+        for channel in list(self.channels.values()):
+            channel._pause_writer()
+
+    def resumeProducing(self) -> None:
+        self.writing_paused = False
+        for channel in list(self.channels.values()):
+            if self.writing_paused:
+                break
+            channel._resume_writer()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows and ends every channel
+
+    def _buffered_changed(self, delta: int) -> None:
+        self.buffered_in += delta
+        if self.transport is None or not self.is_connected:
+            return
+        if not self.reading_paused and self.buffered_in > self.max_buffered:
+            self.reading_paused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        elif self.reading_paused and self.buffered_in <= self.max_buffered // 2:
+            self.reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    # --- listing -------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """This connection and its channels, for listings and the status page."""
+        return {
+            "device_id": self.peer_device,
+            "address": str(self.peer_address) if self.peer_address is not None else None,
+            "tls_role": "client" if self.mux.is_client else "server",
+            "created": self.created,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "channels": [
+                {"id": c.id, "name": c.name, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "created": c.created}
+                for c in sorted(self.channels.values(), key=lambda c: c.id)
+            ],
+        }
