@@ -232,12 +232,12 @@ class ChannelSocket:
             self.protocol.connectionLost(reason)
 
 
-def attach_factory(channel: ChannelSocket, factory: Factory) -> Protocol | None:
+def attach_factory(channel: ChannelSocket, factory: Factory) -> Any:
     """Build a protocol from *factory* for *channel* (``buildProtocol(peer address)``) and attach it.
 
     Returns the protocol, or None when the factory refused (the channel is then closed).
     """
-    protocol = factory.buildProtocol(channel.getPeer())
+    protocol: Any = factory.buildProtocol(channel.getPeer())
     if protocol is None:
         channel.loseConnection()
         return None

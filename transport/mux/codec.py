@@ -80,7 +80,7 @@ def encode_data(channel: int, data: bytes | bytearray | memoryview) -> bytes:
     if n <= MAX_BODY:
         return _HEADER.pack(n, channel) + bytes(data) if n else b""
     view = memoryview(data)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, n, MAX_BODY):
         chunk = view[start:start + MAX_BODY]
         parts.append(_HEADER.pack(len(chunk), channel))

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography import x509
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -104,9 +104,9 @@ class ConnectionManager:
 
     def listen(self, endpoint: str | IStreamServerEndpoint) -> defer.Deferred[IListeningPort]:
         """Accept device connections on *endpoint* (an endpoint string such as ``tcp:7400``)."""
-        if isinstance(endpoint, str):
-            endpoint = endpoints.serverFromString(self.reactor, endpoint)
-        return endpoint.listen(self.server_factory())
+        server: IStreamServerEndpoint = (endpoints.serverFromString(self.reactor, endpoint)
+                                         if isinstance(endpoint, str) else endpoint)
+        return server.listen(self.server_factory())
 
     def connection_to(self, device_id: str) -> MultiplexedSocket | None:
         """The live connection to *device_id*, if any."""
@@ -129,13 +129,17 @@ class ConnectionManager:
             waiting.append(d)
             return d
         self._connecting[device] = [d]
-        if isinstance(endpoint, str):
-            endpoint = endpoints.clientFromString(self.reactor, endpoint)
+        client: IStreamClientEndpoint = (endpoints.clientFromString(self.reactor, endpoint)
+                                         if isinstance(endpoint, str) else endpoint)
         policy = TrustPolicy(account_ca=self.account_ca, expected_device=device, hostname=hostname)
         factory = TLSMemoryBIOFactory(client_creator(self.identity, policy), True, _SocketFactory(self, True),
                                       clock=self.reactor)
-        dialled = endpoint.connect(factory)
-        dialled.addCallback(lambda tls: tls.wrappedProtocol.handshake_done)
+        dialled: defer.Deferred[Any] = client.connect(factory)
+
+        def connected(tls: Any) -> defer.Deferred[MultiplexedSocket]:
+            return tls.wrappedProtocol.handshake_done  # type: ignore[no-any-return]
+
+        dialled.addCallback(connected)
 
         def done(result: Any) -> None:
             for w in self._connecting.pop(device, []):
@@ -147,12 +151,11 @@ class ConnectionManager:
     def connect_device(self, device_id: str, endpoint: str | IStreamClientEndpoint, name: str, *,
                        hostname: str | None = None) -> defer.Deferred[ChannelSocket]:
         """A new channel *name* to *device_id*, over the existing connection or a new one."""
-        d = self.connect(device_id, endpoint, hostname=hostname)
-        d.addCallback(lambda sock: sock.open_channel(name))
-        return d
+        d: defer.Deferred[Any] = self.connect(device_id, endpoint, hostname=hostname)
+        return d.addCallback(lambda sock: sock.open_channel(name))
 
     def connect_protocol(self, device_id: str, endpoint: str | IStreamClientEndpoint, name: str, factory: Factory,
-                         *, hostname: str | None = None) -> defer.Deferred[Protocol | None]:
+                         *, hostname: str | None = None) -> defer.Deferred[Any]:
         """Open a channel and run a protocol from *factory* over it; fires with the protocol."""
         d = self.connect_device(device_id, endpoint, name, hostname=hostname)
         return d.addCallback(lambda channel: attach_factory(channel, factory))
