@@ -251,9 +251,12 @@ declare(Section("database", "Where registrations, settings, buddies and history 
     Key("port", "int", 0, "PostgreSQL port (0: default).", minimum=0, maximum=65535),
     Key("user", "str", "", "PostgreSQL user."),
     Key("password", "str", "", "PostgreSQL password.", secret=True),
-    Key("prefix", "str", "", "Prefix for table names (Spectrum 2 compatible key; kept for migrations)."),
-    Key("encryption_key", "str", "", "When set, legacy passwords are encrypted at rest with a key derived from it.",
-        secret=True),
+    Key("prefix", "str", "",
+        "Accepted so Spectrum 2 configs load; ignored (tables are named per component). To share one PostgreSQL "
+        "database between instances give each its own schema: options=-csearch_path=NAME in the conninfo."),
+    Key("encryption_key", "str", "",
+        "When set, legacy and room passwords are encrypted at rest (AES-GCM, key derived with scrypt); empty: "
+        "stored in plain text. Once set, the database cannot be opened without it.", secret=True),
     Key("pool_size", "int", 4, "PostgreSQL connections in the pool (SQLite always uses one writer).", minimum=1),
 ]))
 
