@@ -291,9 +291,6 @@ class Gateway:
         return ""
 
     async def _register(self, user: str, legacy_name: str, password: str, extra: str) -> Any:
-        existing = await self.store.get_user(user)
-        if existing is not None:
-            await self.store.unregister_user(user)
         record = await self.store.register_user(user, legacy_name, password, extra)
         known = self.users.get(user)
         if known is not None:

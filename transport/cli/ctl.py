@@ -1,0 +1,128 @@
+"""``transportctl``: run Spectrum 2's admin queries against a running main instance.
+
+::
+
+    transportctl [-c transport.ini] status
+    transportctl -c /etc/transport/transport.ini register alice@example.org alice secret
+    transportctl --socket unix:/run/transport/admin.sock online_users
+
+The admin endpoint and token come from the configuration file (``[service]
+admin_socket``, ``admin_token``, else ``admin.sock`` in ``state_dir``); without
+``-c``, ``./transport.ini`` is used when it exists, else every default. The
+command's output is printed; the exit status is 0 on success, 1 when the main
+instance answered with an error, 2 when it could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from transport import config as configuration
+from transport.admin.commands import COMMANDS
+
+EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE = 0, 1, 2
+
+
+def _split_endpoint(text: str) -> list[str]:
+    """Split an endpoint string on unescaped colons, unescaping the parts."""
+    parts = re.split(r"(?<!\\):", text)
+    return [p.replace("\\:", ":").replace("\\\\", "\\") for p in parts]
+
+
+def client_address(endpoint: str) -> tuple[int, object]:
+    """``(family, address)`` to connect to, for a *server* endpoint string (unix: or tcp:)."""
+    parts = _split_endpoint(endpoint)
+    kind, rest = parts[0].lower(), parts[1:]
+    positional = [p for p in rest if "=" not in p]
+    named = dict(p.split("=", 1) for p in rest if "=" in p)
+    if kind == "unix":
+        path = named.get("address") or (positional[0] if positional else "")
+        if not path:
+            raise ValueError(f"no socket path in {endpoint!r}")
+        return socket.AF_UNIX, path
+    if kind in ("tcp", "tcp6"):
+        port = named.get("port") or (positional[0] if positional else "")
+        host = named.get("interface", "127.0.0.1")
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        if host == "::":
+            host = "::1"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return family, (host, int(port))
+    raise ValueError(f"transportctl can reach unix: and tcp: admin endpoints, not {kind}:")
+
+
+def query(endpoint: str, command: str, args: Sequence[str], token: str = "", timeout: float = 60.0) -> dict:
+    """Send one request to the admin endpoint and return the decoded answer."""
+    family, address = client_address(endpoint)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)  # type: ignore[arg-type]
+        request = {"command": command, "args": list(args)}
+        if token:
+            request["token"] = token
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        raise ConnectionError("the main instance closed the connection without answering")
+    answer = json.loads(data.decode("utf-8"))
+    if not isinstance(answer, dict):
+        raise ValueError("unexpected answer")
+    return answer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    commands = "\n".join(f"  {usage}" for usage, _ in COMMANDS.values())
+    parser = argparse.ArgumentParser(
+        prog="transportctl", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Query or control a running Transport main instance.",
+        epilog=f"commands:\n{commands}")
+    parser.add_argument("-c", "--config", help="configuration file (default: ./transport.ini if present)")
+    parser.add_argument("--socket", help="admin endpoint (default: from the configuration)")
+    parser.add_argument("--token", help="admin token (default: [service] admin_token)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    parser.add_argument("command", help="one of the commands below")
+    parser.add_argument("args", nargs="*", help="the command's arguments")
+    ns = parser.parse_args(argv)
+
+    path = ns.config
+    if path is None and Path("transport.ini").exists():
+        path = "transport.ini"
+    try:
+        config = configuration.load(path)
+    except configuration.ConfigError as e:
+        print(f"transportctl: configuration error: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    from transport.admin.service import admin_endpoint
+
+    endpoint = ns.socket or admin_endpoint(config)
+    token = ns.token if ns.token is not None else os.environ.get("TRANSPORT_ADMIN_TOKEN") or \
+        config.get("service", "admin_token")
+    try:
+        answer = query(endpoint, ns.command, ns.args, token, ns.timeout)
+    except (OSError, ValueError, ConnectionError) as e:
+        print(f"transportctl: cannot reach the main instance at {endpoint}: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if answer.get("ok"):
+        output = str(answer.get("output", ""))
+        if output:
+            print(output)
+        return EXIT_OK
+    print(f"transportctl: {answer.get('error', 'error')}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
