@@ -122,7 +122,10 @@ def encode(type_: int, payload: Payload | bytes = None) -> bytes:
 
 
 def decode_payload(type_: int, raw: bytes) -> Payload:
-    """Parse a wrapper's payload bytes for *type_*; raises DecodeError on garbage."""
+    """Parse a wrapper's payload bytes for *type_*; raises DecodeError on garbage.
+
+    Garbage includes a payload whose required fields are missing.
+    """
     cls = PAYLOAD_TYPES.get(type_)
     if cls is None:
         return None
@@ -133,6 +136,10 @@ def decode_payload(type_: int, raw: bytes) -> Payload:
             raise DecodeError(f"raw XML is not UTF-8: {e}") from e
     message: Message = cls()  # type: ignore[assignment]
     message.ParseFromString(raw)
+    # upb's ParseFromString accepts a proto2 message with required fields
+    # missing; Spectrum 2's C++ parser refuses it, and so do we.
+    if not message.IsInitialized():
+        raise DecodeError("missing required field(s): " + ", ".join(message.FindInitializationErrors()))
     return message
 
 
