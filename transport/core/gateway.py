@@ -212,6 +212,8 @@ class Gateway:
         #: The last global room list a backend sent (user "" RoomList).
         self.room_list: tuple[tuple[str, str], ...] = ()
         self.started_at = clock.seconds()
+        #: Seconds :meth:`request_vcard` waits for the backend.
+        self.vcard_timeout = VCARD_TIMEOUT
         self._vcard_ids = itertools.count(1)
         self._vcards: dict[int, tuple[str, str, defer.Deferred[ev.VCard], IDelayedCall]] = {}
         self._wire_ids = itertools.count(1)
@@ -639,7 +641,7 @@ class Gateway:
             return defer.fail(NotConnected(user))
         vid = next(self._vcard_ids) % 0x7FFFFFFF or next(self._vcard_ids)
         d: defer.Deferred[ev.VCard] = defer.Deferred()
-        timer = self.clock.callLater(VCARD_TIMEOUT, self._vcard_timeout, vid)
+        timer = self.clock.callLater(self.vcard_timeout, self._vcard_timeout, vid)
         self._vcards[vid] = (user, buddy, d, timer)
         self.router.send(user, W.TYPE_VCARD, pb.VCard(userName=user, buddyName=buddy, id=vid))
         return d
@@ -647,7 +649,7 @@ class Gateway:
     def _vcard_timeout(self, vid: int) -> None:
         entry = self._vcards.pop(vid, None)
         if entry is not None:
-            entry[2].errback(VCardTimeout(f"no vCard for {entry[1]} within {VCARD_TIMEOUT:g} s"))
+            entry[2].errback(VCardTimeout(f"no vCard for {entry[1]} within {self.vcard_timeout:g} s"))
 
     def set_own_vcard(self, user: str, nickname: str = "", photo: bytes = b"") -> None:
         """Publish the user's own nickname / photo on the legacy network."""
