@@ -208,6 +208,8 @@ class WrongPeer(Exception):
 class PeerFactory(Factory):
     """Builds :class:`PeerConnection` objects for one handler and identity."""
 
+    noisy = False
+
     def __init__(self, handler: PacketHandler, identity: Identity, announce: Announce,
                  expected_peer: OnlineId | None = None, reactor: Any = None,
                  handshake_timeout: float = 30.0, max_connections: int = 0) -> None:
