@@ -242,7 +242,8 @@ class MainInstance:
         env = dict(os.environ)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "twisted", "-n", "--pidfile=", "-l", "-", "transport", "-c",
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "-l", "-",
+                 "transport", "-c",
                  str(self.config_path)], cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         sock = self.state / "admin.sock"
@@ -277,6 +278,17 @@ class MainInstance:
                 return pids
             time.sleep(0.1)
         raise TimeoutError(f"{len(self.backend_pids())} backends instead of {count}:\n{self.log()[-3000:]}")
+
+    def wait_ready(self, count: int, timeout: float = 120.0) -> list[int]:
+        """Wait until ``transportctl status`` shows *count* ready backends; their pids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.ctl("status").stdout.splitlines()
+            ready = [line for line in lines if ": ready, pid " in line]
+            if len(ready) >= count:
+                return sorted(int(line.split("pid ")[1].split(",")[0]) for line in ready)
+            time.sleep(0.1)
+        raise TimeoutError(f"fewer than {count} ready backends:\n{self.log()[-3000:]}")
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait (twistd shuts backends down first)."""

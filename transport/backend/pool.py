@@ -238,13 +238,14 @@ class BackendPool(service.Service):
         grace = self._setting("shutdown_grace")
         procs = [b.process for b in self.backends.values() if b.process is not None and not b.process.ended]
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            if sig is not None:
-                log.warn("{n} backends still running; sending signal {sig}", n=len(procs), sig=sig)
-                for p in procs:
-                    p.kill(sig)
             procs = [p for p in procs if not p.ended]
             if not procs:
                 break
+            if sig is not None:
+                log.warn("{n} backends still running after {grace:g} s; sending signal {sig}", n=len(procs),
+                         grace=grace, sig=sig)
+                for p in procs:
+                    p.kill(sig)
             await self._wait_ended(procs, grace if sig != signal.SIGKILL else max(grace, 5.0))
             procs = [p for p in procs if not p.ended]
         for backend in list(self.backends.values()):
