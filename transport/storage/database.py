@@ -237,7 +237,12 @@ class Database:
         self._drop_connection()
 
     def run_interaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
-        """Run ``fn(txn, *args, **kwargs)`` in one transaction, in a pool thread."""
+        """Run ``fn(txn, *args, **kwargs)`` in one transaction, in a pool thread.
+
+        An exception rolls the transaction back and fails the Deferred. After a
+        lost PostgreSQL connection *fn* runs a second time on a new connection,
+        so it should touch nothing but *txn*.
+        """
         if not self._started:
             return defer.fail(RuntimeError("database is not started"))
         return threads.deferToThreadPool(self._reactor, self._pool, self._run, fn, args, kwargs)  # type: ignore[arg-type]
