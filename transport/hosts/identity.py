@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
@@ -94,8 +94,8 @@ class Identity:
     def _context(self, method: int = SSL.TLS_METHOD) -> SSL.Context:
         ctx = SSL.Context(method)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.use_certificate(crypto.X509.from_cryptography(self.certificate))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(self.key))
+        ctx.use_certificate(self.certificate)
+        ctx.use_privatekey(self.key)
         ctx.check_privatekey()
         # Any certificate is acceptable: the identity is the key, checked by online id.
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)

@@ -1,0 +1,356 @@
+"""The hosts services in this process, over real TLS sockets on loopback.
+
+The network host and user hosts run as :class:`HostsService` (SQLite in a
+temporary directory); clients are :class:`HostClient` objects with fresh
+identities. Expiry runs on a ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.error import ConnectionLost
+
+from transport import config as configuration
+from transport.hosts.client import HostClient
+from transport.hosts.directory import Directory
+from transport.hosts.identity import Identity
+from transport.hosts.network import NetworkHost
+from transport.hosts.packets import (
+    AdminAvail,
+    Announce,
+    ChatReply,
+    ChatReq,
+    ECommErr,
+    EFriendState,
+    EHostType,
+    EJoinState,
+    EPluginAccess,
+    ERandAction,
+    HostInviteAnnounceReq,
+    HostJoinReq,
+    HostUserListReply,
+    OnlineId,
+    Packet,
+    RandConnectReply,
+    encode,
+)
+from transport.hosts.protocol import PeerFactory, WrongPeer, listen, url_to_endpoint
+from transport.hosts.service import HostsService
+from transport.storage.database import open_sqlite
+
+GROUP, CHAT, RANDOM = EHostType.GROUP, EHostType.CHAT_ROOM, EHostType.RANDOM_CONNECT
+THUMB = OnlineId(b"\x07" * 16)
+
+INI = """
+[service]
+state_dir = {state}
+web_port =
+[hosts]
+enabled = true
+network_host = true
+listen = tcp:0:interface=127.0.0.1
+[host:open]
+type = group
+title = Open group
+description = anyone may join
+pending_poll_interval = 0.05
+[host:friends]
+type = chatroom
+title = Friends room
+description = friends only
+permission = friend
+pending_poll_interval = 0.05
+[host:rand]
+type = randomconnect
+title = Random
+description = meet someone
+[host:off]
+type = group
+title = Closed
+description = disabled host
+permission = ignore
+"""
+
+
+class Hosts:
+    def __init__(self, service: HostsService, path: Path) -> None:
+        self.service = service
+        self.path = path
+        self.clients: list[HostClient] = []
+
+    @property
+    def network_endpoint(self) -> str:
+        assert self.service.network is not None and self.service.network.port is not None
+        return f"tcp:127.0.0.1:{self.service.network.port.getHost().port}"  # type: ignore[attr-defined]
+
+    def user_host(self, name: str) -> Any:
+        return self.service.user_hosts[name]
+
+    async def client(self, name: str, target: str | None = None, identity: Identity | None = None) -> HostClient:
+        identity = identity or Identity.generate(name)
+        if target is None:
+            endpoint, expected = self.network_endpoint, self.service.network.online_id  # type: ignore[union-attr]
+        else:
+            host = self.user_host(target)
+            endpoint, expected = url_to_endpoint(host.host.settings.url), host.online_id
+        c = await HostClient.connect(reactor, endpoint, identity, expected, name=name, timeout=60)
+        self.clients.append(c)
+        return c
+
+
+@pytest_twisted.async_yield_fixture
+async def hosts(tmp_path: Path) -> AsyncIterator[Hosts]:
+    config = configuration.load_text(INI.format(state=tmp_path / "state"), str(tmp_path / "t.ini"))
+    database = open_sqlite(tmp_path / "hosts.sqlite3")
+    database.start()
+    service = HostsService(config, reactor, database)
+    service.startService()
+    await service.network.listening  # type: ignore[union-attr]
+    for host in service.user_hosts.values():
+        await host.ready
+    h = Hosts(service, tmp_path)
+    try:
+        yield h
+    finally:
+        for c in h.clients:
+            c.close()
+        await service.stopService()
+        await database.close()
+
+
+def _is(cls: type[Packet], **attrs: Any) -> Callable[[Packet], bool]:
+    return lambda p: isinstance(p, cls) and all(getattr(p, k) == v for k, v in attrs.items())
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_hosts_announce_without_a_connection(hosts: Hosts) -> None:
+    net = await hosts.client("searcher")
+    assert sorted(h.title for h in await net.search(GROUP)) == ["Closed", "Open group"]
+    assert [h.title for h in await net.search(CHAT)] == ["Friends room"]
+    assert [h.title for h in await net.search(RANDOM)] == ["Random"]
+    assert hosts.service.network.handler.announcements == 4  # type: ignore[union-attr]
+    # Path A: the only connection the network host ever saw is this searcher's
+    assert len(hosts.service.network.factory.connections) == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["length-not-multiple-of-16", "too-long", "bad-type", "truncated-blob", "zero-type"])
+@pytest_twisted.ensureDeferred
+async def test_malformed_packet_closes_only_that_connection(hosts: Hosts, kind: str) -> None:
+    bystander = await hosts.client("bystander")
+    bad = await hosts.client("bad")
+    good = encode(HostJoinReq(src=bad.online_id, host_type=GROUP))
+    data = bytearray(encode(ChatReq(src=bad.online_id, text="hello")))
+    if kind == "length-not-multiple-of-16":
+        data = bytearray(struct.pack(">H", 40 + 1) + good[2:41])
+    elif kind == "too-long":
+        data = bytearray(struct.pack(">H", 16384 + 16) + good[2:])
+    elif kind == "bad-type":
+        data = bytearray(good)
+        data[2:4] = struct.pack(">H", 9999)
+    elif kind == "zero-type":
+        data = bytearray(good)
+        data[2:4] = b"\x00\x00"
+    else:
+        data[48:50] = struct.pack(">H", 500)
+    assert bad.conn is not None and bad.conn.transport is not None
+    bad.conn.transport.write(bytes(data))
+    await bad.lost
+    # the other connection carries on
+    assert len(await bystander.search(GROUP)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_forged_source_is_refused(hosts: Hosts) -> None:
+    forger = await hosts.client("forger")
+    victim = OnlineId(b"\x66" * 16)
+    packet = HostInviteAnnounceReq(src=victim, dst=forger.peer_id, host_type=GROUP, last_modified_ms=1,
+                                   url="ptop://127.0.0.1:1", title="fake", description="fake", thumb_id=THUMB)
+    assert forger.conn is not None and forger.conn.transport is not None
+    forger.conn.transport.write(encode(packet))
+    await forger.lost
+    checker = await hosts.client("checker")
+    assert "fake" not in [h.title for h in await checker.search(GROUP)]
+    assert await checker.search(GROUP, specific_id=victim) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_pins_the_server_identity(hosts: Hosts) -> None:
+    with pytest.raises(WrongPeer):
+        await HostClient.connect(reactor, hosts.network_endpoint, Identity.generate("x"), OnlineId(b"\x01" * 16))
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_announce_and_expiry_on_a_clock(tmp_path: Path) -> None:
+    clock = task.Clock()
+    ident = Identity.generate("net")
+    directory = Directory(clock.seconds, expiry=1800)
+    handler = NetworkHost(directory, ident.online_id)
+    factory = PeerFactory(handler, ident, Announce(src=ident.online_id, name="net"), reactor=reactor)
+    port = await listen(reactor, "tcp:0:interface=127.0.0.1", factory)
+    try:
+        endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
+        quiet = await HostClient.connect(reactor, endpoint, Identity.generate("quiet"), ident.online_id)
+        busy = await HostClient.connect(reactor, endpoint, Identity.generate("busy"), ident.online_id)
+        for c, title in ((quiet, "Quiet"), (busy, "Busy")):
+            reply = await c.announce(GROUP, "ptop://127.0.0.1:9", title, "desc", THUMB)
+            assert reply.comm_err == ECommErr.NONE
+        refused = await busy.announce(GROUP, "ptop://127.0.0.1:9", "", "desc", THUMB)
+        assert refused.comm_err == ECommErr.INVALID_PKT
+        searcher = await HostClient.connect(reactor, endpoint, Identity.generate("s"), ident.online_id)
+        assert sorted(h.title for h in await searcher.search(GROUP)) == ["Busy", "Quiet"]
+        clock.advance(900)
+        await busy.announce(GROUP, "ptop://127.0.0.1:9", "Busy", "desc", THUMB)
+        clock.advance(901)
+        assert [h.title for h in await searcher.search(GROUP)] == ["Busy"]
+        assert [h.online_id for h in await searcher.search(GROUP, specific_id=busy.online_id)] == [busy.online_id]
+        assert await searcher.search(GROUP, specific_id=quiet.online_id) == []
+        for c in (quiet, busy, searcher):
+            await c.close()
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_rules_and_admin_decisions(hosts: Hosts) -> None:
+    store = hosts.service.store
+    friend = await hosts.client("friend", "friends")
+    stranger = await hosts.client("stranger", "friends")
+    ignored = await hosts.client("ignored", "friends")
+    await store.set_friend_state("friends", friend.online_id, EFriendState.FRIEND)
+    await store.set_friend_state("friends", ignored.online_id, EFriendState.IGNORE)
+
+    joined = await friend.join(CHAT)
+    assert (joined.reply.access, joined.reply.join_state) == (EPluginAccess.OK, EJoinState.JOIN_IS_GRANTED)
+    assert [m.name for m in joined.members] == ["friend"]
+
+    no = await ignored.join(CHAT)
+    assert (no.reply.access, no.reply.join_state) == (EPluginAccess.IGNORED, EJoinState.JOIN_DENIED)
+
+    wrong_type = await stranger.join(GROUP)
+    assert wrong_type.reply.comm_err == ECommErr.INVALID_HOST_TYPE
+
+    pending = await stranger.join(CHAT, offer_message="I know Alice")
+    assert (pending.reply.access, pending.reply.join_state) == (EPluginAccess.LOCKED, EJoinState.JOIN_REQUESTED)
+    record = await store.member("friends", stranger.online_id)
+    assert record.join_state == EJoinState.JOIN_REQUESTED and record.message == "I know Alice"
+    # nothing for a pending user: chat is not relayed to it
+    friend.chat("before the grant")
+    assert await store.decide("friends", stranger.online_id, True)
+    decision = await stranger.wait_join_decision(CHAT)
+    assert decision.granted and {m.name for m in decision.members} == {"friend", "stranger"}
+    update = await friend.wait_for(_is(HostUserListReply, session_id=OnlineId()))
+    assert [(u.name, u.online) for u in update.users] == [("stranger", True)]
+
+    # a denied requester is pushed the denial and stays out on the next try
+    late = await hosts.client("late", "friends")
+    assert (await late.join(CHAT)).reply.join_state == EJoinState.JOIN_REQUESTED
+    await store.decide("friends", late.online_id, False)
+    denied = await late.wait_join_decision(CHAT)
+    assert denied.reply.join_state == EJoinState.JOIN_DENIED
+    again = await late.join(CHAT)
+    assert (again.reply.access, again.reply.join_state) == (EPluginAccess.LOCKED, EJoinState.JOIN_DENIED)
+
+    # a disabled host refuses everyone
+    off = await hosts.client("friend2", "off")
+    closed = await off.join(GROUP)
+    assert (closed.reply.access, closed.reply.join_state) == (EPluginAccess.DISABLED, EJoinState.JOIN_DENIED)
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_leave_unjoin_disconnect(hosts: Hosts) -> None:
+    a = await hosts.client("a", "open")
+    b = await hosts.client("b", "open")
+    c = await hosts.client("c", "open")
+    for x in (a, b, c):
+        assert (await x.join(GROUP)).granted
+    outsider = await hosts.client("outsider", "open")
+    outsider.chat("not a member")
+    a.chat("hello", GROUP, sent_ms=42)
+    for x in (b, c):
+        got = await x.wait_for(_is(ChatReply))
+        assert (got.src, got.text, got.sent_ms, got.route_flags) == (a.online_id, "hello", 42, 0x02)
+    b.chat("marker")
+    got = await a.wait_for(_is(ChatReply))
+    assert (got.src, got.text) == (b.online_id, "marker")  # a never received its own message
+
+    info = await a.info(GROUP)
+    assert (info.title, info.member_count) == ("Open group", 3)
+    names = {m.name for m in await a.user_list(GROUP)}
+    assert names == {"a", "b", "c"}
+    assert [m.name for m in await a.user_list(GROUP, text="B")] == ["b"]
+    user = await a.user_info(b.online_id)
+    assert (user.name, user.online, user.friend_state) == ("b", True, EFriendState.ANONYMOUS)
+    assert (await outsider.user_info(b.online_id)).name == ""  # members only
+
+    # leave: session over, record kept
+    a.received.clear()
+    left = await b.leave(GROUP)
+    assert left.join_state == EJoinState.JOIN_LEAVE_HOST
+    update = await a.wait_for(_is(HostUserListReply, session_id=OnlineId()))
+    assert [(u.name, u.online) for u in update.users] == [("b", False)]
+    assert (await hosts.service.store.member("open", b.online_id)).join_state == EJoinState.JOIN_IS_GRANTED
+    c.chat("after leave")
+    await a.wait_for(_is(ChatReply, text="after leave"))
+    assert not [p for p in b.received if isinstance(p, ChatReply) and p.text == "after leave"]
+
+    # unjoin: record gone
+    await c.unjoin(GROUP)
+    update = await a.wait_for(_is(HostUserListReply, session_id=OnlineId()))
+    assert [(u.name, u.online, u.join_state) for u in update.users] == [("c", False, EJoinState.NONE)]
+    assert await hosts.service.store.member("open", c.online_id) is None
+    assert {m.name for m in await a.user_list(GROUP)} == {"a", "b"}
+
+    # a member disconnecting is announced
+    assert (await b.join(GROUP)).granted
+    await a.wait_for(_is(HostUserListReply, session_id=OnlineId()))
+    await b.close()
+    update = await a.wait_for(_is(HostUserListReply, session_id=OnlineId()))
+    assert [(u.name, u.online) for u in update.users] == [("b", False)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_availability(hosts: Hosts) -> None:
+    member = await hosts.client("member", "open")
+    assert (await member.join(GROUP)).granted
+    first = await member.wait_for(_is(AdminAvail))
+    assert first.available is False
+    admin = await hosts.client("admin", "open")
+    await hosts.service.store.set_friend_state("open", admin.online_id, EFriendState.ADMIN)
+    assert (await admin.join(GROUP)).granted
+    assert (await member.wait_for(_is(AdminAvail))).available is True
+    assert (await admin.wait_for(_is(AdminAvail))).available is True
+    await admin.leave(GROUP)
+    assert (await member.wait_for(_is(AdminAvail))).available is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_random_connect_reaches_every_client(hosts: Hosts) -> None:
+    clients = [await hosts.client(f"r{i}", "rand") for i in range(3)]
+    assert (await clients[0].join(RANDOM)).granted  # joining is not needed to be relayed
+    clients[1].rand_connect(ERandAction.OFFER_REQUEST, clients[2].online_id)
+    for c in clients:
+        got = await c.wait_for(_is(RandConnectReply))
+        assert (got.action, got.user_id, got.to_user_id, got.host_id) == (
+            ERandAction.OFFER_REQUEST, clients[1].online_id, clients[2].online_id, hosts.user_host("rand").online_id)
+    # a group host does not relay random-connect requests
+    g = await hosts.client("g", "open")
+    g.rand_connect(ERandAction.SELECT_USER)
+    g.chat("sync")  # processed after the request: nothing came back before this point
+    await g.info(GROUP)
+    assert not [p for p in g.received if isinstance(p, RandConnectReply)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_requests_fail_when_the_host_goes(hosts: Hosts) -> None:
+    c = await hosts.client("c", "open")
+    d = c.request(HostJoinReq(host_type=GROUP), AdminAvail)  # a reply type that never comes
+    hosts.user_host("open").factory.connections.copy().pop().abort()
+    with pytest.raises(ConnectionLost):
+        await d
