@@ -228,14 +228,13 @@ class MainSideHarness:
         address: Any = self.port.getHost()
         return int(address.port)
 
-    @property
-    def arguments(self) -> list[str]:
-        """The standard arguments appended to the command."""
+    def arguments(self, port: int | None = None) -> list[str]:
+        """The standard arguments appended to the command (to the listening port by default)."""
         args = [
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.listening_port),
+            str(self.listening_port if port is None else port),
             f"--service.backend_id={self.backend_id}",
         ]
         if self.config_path is not None:
@@ -260,8 +259,8 @@ class MainSideHarness:
         self.port = await serverFromString(self.reactor, "tcp:0:interface=127.0.0.1").listen(_Factory())
         return self.listening_port
 
-    def spawn(self) -> None:
-        """Start the backend command with the standard arguments."""
+    def spawn(self, port: int | None = None) -> None:
+        """Start the backend command with the standard arguments (pointing at *port* when given)."""
         executable = self.command[0]
         if os.sep not in executable:
             found = shutil.which(executable, path=self.env.get("PATH"))
@@ -270,7 +269,7 @@ class MainSideHarness:
             executable = found
         elif not os.access(executable, os.X_OK):
             raise FileNotFoundError(f"not an executable file: {executable}")
-        argv = [self.command[0], *self.command[1:], *self.arguments]
+        argv = [self.command[0], *self.command[1:], *self.arguments(port)]
         self.process = self.reactor.spawnProcess(_BackendOutput(self), executable, argv, env=self.env)
 
     async def start(self, timeout: float = 30.0) -> BackendPeer:
