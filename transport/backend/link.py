@@ -65,6 +65,8 @@ class BackendLink(protocol.Protocol):
         self.stats_pid: int | None = None
         self.early: list[Packet] = []
         self.pinged_again = False
+        self.bind_timer: Any = None
+        self.stats_seen = False
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer() if self.transport is not None else None

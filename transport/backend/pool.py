@@ -62,6 +62,9 @@ READY = "ready"         #: answered its first PING: takes users
 STOPPING = "stopping"   #: EXIT sent at shutdown
 GONE = "gone"           #: crashed, killed or exited
 
+#: Seconds a backend's first PONG waits for the STATS frame that identifies its process.
+STATS_WAIT = 0.5
+
 #: Seconds a burst of unconfirmed messages waits for a barrier PING (backends without receipts).
 BARRIER_DELAY = 0.05
 
@@ -87,6 +90,13 @@ _USER_FIELD: dict[int, str] = {
 _FT_TYPES = {W.TYPE_FT_START, W.TYPE_FT_FINISH, W.TYPE_FT_DATA, W.TYPE_FT_PAUSE, W.TYPE_FT_CONTINUE}
 
 QUERY_REFUSAL = "error: admin queries are not served on the backend port; use transportctl (the admin endpoint)"
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 @dataclass
@@ -199,6 +209,10 @@ class BackendPool(service.Service):
             path.write_text(f"{self.port_number}\n")
         log.info("backend port {host}:{port}", host=host, port=self.port_number)
         self.config_path = self._backend_config_path()
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Start the PING loop and spawn the first of ``start_backends`` (called by :meth:`start`)."""
         self._ping_loop = task.LoopingCall(self._ping_all)
         self._ping_loop.clock = self.clock
         self._ping_loop.start(self._setting("ping_interval"), now=False)
@@ -383,6 +397,7 @@ class BackendPool(service.Service):
             link.pongs += 1
         elif t == W.TYPE_STATS:
             pid = packet.payload.id  # type: ignore[union-attr]
+            link.stats_seen = True
             link.stats_pid = int(pid) if pid.isdigit() else None
             link.early.append(packet)
         elif t in (W.TYPE_BACKEND_CONFIG, W.TYPE_API_VERSION, W.TYPE_ROOM_LIST):
@@ -393,18 +408,34 @@ class BackendPool(service.Service):
         # anything about users before the backend is ready is meaningless: dropped
 
     def batch_done(self, link: BackendLink) -> None:
-        if link.backend is None and link.pongs:
-            self._bind(link)
+        if link.backend is not None or not link.pongs:
+            return
+        if not link.stats_seen and link.bind_timer is None:
+            # STATS (with the pid that tells which process this is) normally comes in the
+            # same read as the PONG; give it a moment when it does not
+            link.bind_timer = self.clock.callLater(STATS_WAIT, self._bind, link)
+            return
+        self._bind(link)
 
     def _bind(self, link: BackendLink) -> None:
+        if link.bind_timer is not None and link.bind_timer.active():
+            link.bind_timer.cancel()
+        link.bind_timer = None
+        if link.backend is not None or link not in self._unbound:
+            return
         self._unbound.remove(link)
         backend = None
-        if link.stats_pid is not None:
+        spawn = self.spawning if self.spawning is not None and self.spawning.link is None else None
+        pid = link.stats_pid
+        if pid is not None:
             backend = next((b for b in self.backends.values()
-                            if b.state == SPAWNING and b.process is not None and b.process.pid == link.stats_pid
+                            if b.state == SPAWNING and b.process is not None and b.process.pid == pid
                             and b.link is None), None)
-        if backend is None and link.stats_pid is None and self.spawning is not None and self.spawning.link is None:
-            backend = self.spawning
+            if backend is None and spawn is not None and spawn.process is not None \
+                    and _process_group(pid) == spawn.process.pid:
+                backend = spawn  # started through a wrapper (a shell script): a child of our process
+        elif spawn is not None:
+            backend = spawn
         if backend is None:
             backend = Backend(next(self._ids), remote=True, started_at=self.clock.seconds())
             self.backends[backend.id] = backend
@@ -434,6 +465,8 @@ class BackendPool(service.Service):
     def link_lost(self, link: BackendLink, reason: str) -> None:
         if link in self._unbound:
             self._unbound.remove(link)
+            if link.bind_timer is not None and link.bind_timer.active():
+                link.bind_timer.cancel()
             return
         backend = link.backend
         if backend is None or backend.state == GONE:

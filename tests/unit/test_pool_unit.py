@@ -1,0 +1,208 @@
+"""BackendPool rules with a task.Clock and in-memory backends (see test_pool_harness)."""
+
+from __future__ import annotations
+
+import shlex
+
+from tests.unit.test_pool_harness import PeerBackend, login, make_pool
+from transport.backend import transport_pb2 as pb
+from transport.backend.link import COUNTERS
+from transport.backend.pool import GONE, QUERY_REFUSAL, READY, SPAWNING
+
+W = pb.WrapperMessage
+
+
+def test_spawn_command_line_is_spectrum_compatible(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, backend="/usr/bin/my-backend --flag 'a b'")
+    assert len(spawned) == 1
+    backend, argv = spawned[0]
+    assert argv == ["/usr/bin/my-backend", "--flag", "a b", "--host", "127.0.0.1", "--port", "4242",
+                    "--service.backend_id=1", "/etc/transport.ini"]
+    assert backend.state == SPAWNING and pool.spawning is backend
+    assert shlex.split(pool.config.get("service", "backend"))[0] == "/usr/bin/my-backend"
+
+
+def test_first_pong_makes_ready_and_sends_waiting_logins(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, start_backends=0)
+    assert spawned == []
+    pool.login("a", login("a"))
+    assert len(spawned) == 1 and "a" in pool.waiting
+    peer = PeerBackend(pool)
+    assert peer.types() == [W.TYPE_PING]  # PING on connect
+    peer.send(W.TYPE_BACKEND_CONFIG, pb.BackendConfig(config="[features]\nreceipts=1\n"))
+    assert [p.type for p in peer.take()] == [W.TYPE_PING]  # no LOGIN before the first PONG
+    peer.pong()
+    frames = peer.take()
+    assert [p.type for p in frames] == [W.TYPE_LOGIN] and frames[0].payload.user == "a"
+    backend = spawned[0][0]
+    assert backend.state == READY and backend.features.receipts and pool.users["a"] is backend
+    assert pool.sink.global_packets[0].type == W.TYPE_BACKEND_CONFIG
+
+
+def test_users_per_backend_with_one_spawn_in_flight(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, users_per_backend=2, start_backends=0)
+    for u in "abcde":
+        pool.login(u, login(u))
+    assert len(spawned) == 1  # one spawn in flight, whatever the queue
+    peers = []
+    for n in range(3):
+        peer = PeerBackend(pool, 50000 + n)
+        peer.pong()
+        peers.append(peer)
+        assert len(spawned) == min(n + 2, 3)
+    assert [sorted(spawned[i][0].users) for i in range(3)] == [["a", "b"], ["c", "d"], ["e"]]
+    assert pool.waiting == {}
+    pool.login("f", login("f"))
+    assert pool.users["f"] is spawned[2][0] and len(spawned) == 3  # room left on backend 3
+
+
+def test_stats_match_the_spawned_process_by_pid(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, start_backends=0)
+    pool.login("a", login("a"))
+    backend = spawned[0][0]
+
+    class Proc:
+        pid = 777
+        ended = False
+
+        def kill(self, sig):
+            self.ended = True
+    backend.process = Proc()
+    intruder = PeerBackend(pool, 50001)
+    intruder.pong(pid=999)  # connected, but not the process we spawned: a remote backend
+    own = PeerBackend(pool, 50002)
+    own.pong(pid=777)
+    remote = intruder.link.backend
+    assert remote.remote and remote.state == READY and remote is not backend
+    assert own.link.backend is backend and backend.stats.res == 1000
+
+
+def test_pong_without_stats_binds_to_the_spawn_in_flight_after_a_moment(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path)
+    peer = PeerBackend(pool)
+    peer.send(W.TYPE_PONG)
+    assert peer.link.backend is None
+    clock.advance(0.5)
+    assert peer.link.backend is spawned[0][0] and spawned[0][0].state == READY
+
+
+def test_ping_kill_rule(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, ping_interval=20)
+    peer = PeerBackend(pool)
+    peer.pong()
+    backend = spawned[0][0]
+    pool.login("a", login("a"))
+    peer.take()
+    clock.advance(20)
+    assert peer.types() == [W.TYPE_PING]
+    clock.advance(10)
+    peer.send(W.TYPE_STATS, pb.Stats(res=1, init_res=1, shared=1, id="1"))  # any frame is a sign of life
+    clock.advance(10)
+    assert backend.state == READY
+    peer.take()
+    clock.advance(20)  # the previous PING is unanswered when the next is due
+    assert backend.state == GONE
+    assert peer.transport.disconnecting
+    assert pool.sink.lost == [(["a"], "backend-1 ping timeout")]
+    assert [c.reason for c in pool.crashes] == ["ping timeout"]
+    assert "a" not in pool.users
+
+
+def test_start_timeout_hands_waiting_users_back(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, start_backends=0, backend_start_timeout=30)
+    pool.login("a", login("a"))
+    clock.advance(29)
+    assert spawned[0][0].state == SPAWNING
+    clock.advance(1)
+    assert spawned[0][0].state == GONE
+    assert pool.sink.lost == [(["a"], "backend-1 start timeout")]
+    assert pool.spawning is None and pool.waiting == {}
+
+
+def test_crash_on_link_loss(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path)
+    peer = PeerBackend(pool)
+    peer.pong()
+    pool.login("a", login("a"))
+    pool.login("b", login("b"))
+    peer.lose()
+    assert pool.sink.lost[0][0] == ["a", "b"]
+    assert pool.users == {} and pool.backends == {}
+    # the re-login goes to a new backend
+    pool.login("a", login("a"))
+    assert len(spawned) == 2
+
+
+def test_oversized_frame_closes_the_link(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, max_frame_size=1024)
+    peer = PeerBackend(pool)
+    peer.pong()
+    pool.login("a", login("a"))
+    before = COUNTERS.oversized
+    peer.link.dataReceived(b"\x00\x10\x00\x00" + b"x" * 10)
+    assert peer.transport.disconnecting and peer.link.closed
+    assert COUNTERS.oversized == before + 1
+    peer.lose()
+    assert pool.sink.lost[0][0] == ["a"] and "oversized frame" in pool.sink.lost[0][1]
+
+
+def test_unparsable_frames_are_skipped_and_counted(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path)
+    peer = PeerBackend(pool)
+    peer.pong()
+    pool.login("a", login("a"))
+    before = COUNTERS.frames_skipped
+    peer.link.dataReceived(b"\x00\x00\x00\x03\xff\xff\xff")
+    peer.send(W.TYPE_CONNECTED, pb.Connected(user="a"))
+    assert COUNTERS.frames_skipped == before + 1
+    assert not peer.link.closed
+    assert [(u, p.type) for u, p in pool.sink.packets] == [("a", W.TYPE_CONNECTED)]
+
+
+def test_frames_about_users_of_other_backends_are_ignored(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, users_per_backend=1)
+    first = PeerBackend(pool, 50001)
+    first.pong()
+    pool.login("a", login("a"))
+    pool.login("b", login("b"))
+    second = PeerBackend(pool, 50002)
+    second.pong()
+    assert pool.users["b"] is second.link.backend
+    second.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName="a", buddyName="x", message="spoof"))
+    second.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName="b", buddyName="x", message="fine"))
+    assert [(u, p.payload.message) for u, p in pool.sink.packets] == [("b", "fine")]
+
+
+def test_query_is_refused(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path)
+    peer = PeerBackend(pool)
+    peer.send(W.TYPE_QUERY, pb.BackendConfig(config="online_users"))
+    peer.pong()
+    peer.send(W.TYPE_QUERY, pb.BackendConfig(config="online_users"))
+    answers = [p for p in peer.received() if p.type == W.TYPE_QUERY]
+    assert [a.payload.config for a in answers] == [QUERY_REFUSAL, QUERY_REFUSAL]
+
+
+def test_barrier_ping_confirms_without_receipts(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path)
+    peer = PeerBackend(pool)
+    peer.pong()
+    pool.login("a", login("a"))
+    peer.take()
+    mark = pool.confirmation_mark("a")
+    assert not pool.is_confirmed(mark)
+    clock.advance(0.1)
+    assert peer.types() == [W.TYPE_PING]  # the barrier
+    peer.pong()
+    assert pool.is_confirmed(mark) and pool.sink.confirmed == 1
+
+
+def test_logout_frees_the_slot(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, users_per_backend=1)
+    peer = PeerBackend(pool)
+    peer.pong()
+    pool.login("a", login("a"))
+    pool.logout("a", pb.Logout(user="a", legacyName="a"))
+    assert peer.types()[-1] == W.TYPE_LOGOUT
+    pool.login("b", login("b"))
+    assert pool.users["b"] is peer.link.backend and len(spawned) == 1
