@@ -16,7 +16,9 @@ Fixtures (registered through ``tests/peers/fixtures.py``):
     - ``drop_database(name)``;
     - ``terminate_connections(dbname)`` - ``pg_terminate_backend`` on every other
       connection to *dbname* (simulates a lost connection); returns how many;
-    - ``execute(sql, dbname="postgres")`` - one statement in autocommit as superuser.
+    - ``execute(sql, dbname="postgres")`` - one statement in autocommit as superuser;
+    - ``restart()`` - stop and start again on the same port (for a private instance:
+      other tests share the session server).
 
     The server is stopped and the directory removed at the end of the session; the
     server also gets SIGINT when the pytest process dies (parent-death signal).
@@ -172,6 +174,11 @@ class PostgresServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected) and start it again on the same port."""
+        self.stop()
+        self._spawn()
 
     def cleanup(self) -> None:
         self.stop()
