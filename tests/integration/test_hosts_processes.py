@@ -384,3 +384,54 @@ async def test_random_connect_relayed_to_every_client(dep: Deployment) -> None:
     c = await dep.find(CHAT, dep.host_id(dep.rooms, "c"))
     guest = await dep.client("guest", c)
     assert (await guest.join(CHAT)).granted
+
+
+async def _client_cli(dep: Deployment, identity_dir: Path, *args: str,
+                      stdin: bytes | None = None) -> tuple[str, int]:
+    argv = ["-m", "transport.hosts.cli", "--identity", str(identity_dir), "--name", identity_dir.name, *args]
+    out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=dict(os.environ),
+                                                    path=str(dep.network.dir))
+    return out.decode() + err.decode(), code
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_search_join_chat_leave(dep: Deployment, tmp_path: Path) -> None:
+    c_id = dep.host_id(dep.rooms, "c")
+    c = await dep.find(CHAT, c_id)
+    network = ["--network", dep.network_endpoint, "--network-id", dep.network_id.hex()]
+    out, code = await _client_cli(dep, tmp_path / "dora", "search", "chatroom", *network)
+    assert code == 0, out
+    assert f"{c_id.hex()}  {c.url}" in out and "Chess room" in out
+    out, code = await _client_cli(dep, tmp_path / "dora", "search", "chatroom", "--text", "nothing-like-it",
+                                  *network)
+    assert code == 1 and "0 chatroom host(s)" in out
+
+    # a member listening in this process sees the CLI's chat line
+    listener = await dep.client("listener", c)
+    assert (await listener.join(CHAT)).granted
+    out, code = await _client_cli(dep, tmp_path / "dora", "chat", "--host-id", c_id.hex(), c.url,
+                                  "chatroom", "hello", "from", "the", "cli")
+    assert code == 0, out
+    got = await listener.wait_for(_is(ChatReply))
+    assert got.text == "hello from the cli"
+    out, code = await _client_cli(dep, tmp_path / "dora", "join", c.url, "chatroom")
+    assert code == 0 and "access OK, JOIN_IS_GRANTED" in out and "listener" in out, out
+    out, code = await _client_cli(dep, tmp_path / "dora", "info", c.url, "chatroom")
+    assert "title: Chess room" in out and code == 0
+    out, code = await _client_cli(dep, tmp_path / "dora", "users", c.url, "chatroom")
+    assert "dora" in out and "listener" in out and code == 0
+    out, code = await _client_cli(dep, tmp_path / "dora", "leave", c.url, "chatroom")
+    assert "left (JOIN_LEAVE_HOST)" in out and code == 0
+    out, code = await _client_cli(dep, tmp_path / "dora", "unjoin", c.url, "chatroom")
+    assert "membership removed" in out and code == 0
+    # a wrong pinned id is refused
+    out, code = await _client_cli(dep, tmp_path / "dora", "info", c.url, "chatroom", "--host-id", "11" * 16)
+    assert code == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_announce_and_ids(dep: Deployment) -> None:
+    out = await _cli(dep.group, "id")
+    assert f"host:g  {dep.host_id(dep.group, 'g').hex()}" in out
+    out = await _cli(dep.group, "announce", "g")
+    assert "g: announced" in out

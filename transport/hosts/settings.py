@@ -34,7 +34,7 @@ SECTION = declare(Section("hosts", "The network host directory and user hosts.",
     Key("max_connections", "int", 10000, "Connections the network host and each user host accept at once.",
         minimum=1),
     Key("handshake_timeout", "float", 30.0,
-        "Seconds a peer has to complete TLS and send a packet before it is disconnected.", minimum=0.01),
+        "Seconds a peer has to complete the TLS handshake before it is disconnected.", minimum=0.01),
 ]))
 
 USER_HOST_SECTION = declare(Section(USER_HOST_PREFIX, "One user host (group, chat room or random connect): "
