@@ -282,3 +282,13 @@ def test_calls_return_unfired_deferreds(database: Database) -> Any:
              store.get_rooms(user.id), store.all_users()]
     assert [has_result(call) for call in calls] == [False] * len(calls)
     yield defer.gatherResults(calls, consumeErrors=True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_instances_set_up_encryption_at_once(database: Database) -> Any:
+    first, second = GatewayStore(database, KEY), GatewayStore(database, KEY)
+    yield defer.gatherResults([first.start(), second.start()], consumeErrors=True)
+    user = yield first.register_user("a@x", "a", "shared secret")
+    assert (yield second.get_user("a@x")) == user
+    rows = yield database.run_query("SELECT COUNT(*) FROM gateway_meta WHERE name = 'kdf_salt'")
+    assert rows == [(1,)]

@@ -237,13 +237,20 @@ class GatewayStore:
         if "kdf_salt" not in meta:
             salt = new_salt()
             box = SecretBox(self._key, salt)
+            # ON CONFLICT: another instance starting at the same moment may win; its salt is used then.
             for name, value in (("kdf_salt", base64.b64encode(salt).decode("ascii")),
                                 ("key_check", box.check_value())):
-                txn.execute("INSERT INTO gateway_meta (name, value) VALUES (?, ?)", (name, value))
-            log.info("database encryption set up (new key salt)")
+                txn.execute("INSERT INTO gateway_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                            (name, value))
+            txn.execute("SELECT name, value FROM gateway_meta WHERE name IN ('kdf_salt', 'key_check')")
+            meta = {name: value for name, value in txn.fetchall()}
+            if base64.b64decode(meta["kdf_salt"]) == salt:
+                log.info("database encryption set up (new key salt)")
+            else:
+                box = SecretBox(self._key, base64.b64decode(meta["kdf_salt"]))
         else:
             box = SecretBox(self._key, base64.b64decode(meta["kdf_salt"]))
-            box.verify(meta["key_check"])
+        box.verify(meta["key_check"])
         self._encrypt_plaintext(txn, box)
         return box
 
