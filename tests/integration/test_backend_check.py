@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,17 @@ def test_usage_error() -> None:
     done = run_check()
     assert done.returncode == 2
     assert "command is missing" in done.stderr
+
+
+def test_the_sdk_guide_example_passes(tmp_path: Path) -> None:
+    """The complete example of docs/sdk.md runs and passes the kit."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+    match = re.search(r"```python\n(.*?)```", guide, re.S)
+    assert match is not None
+    example = tmp_path / "shout.py"
+    example.write_text(match.group(1))
+    done = run_check("--buddy", "shouter", "--", sys.executable, str(example))
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(done.stdout)
+    assert table["login"] == "pass" and table["message round trip"] == "pass"
+    assert "answered by 'shouter'" in done.stdout
