@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -222,3 +223,32 @@ def test_postgresql_server_down_then_error(postgresql_server: PostgresServer) ->
             yield db.run_query("SELECT 1")
     finally:
         yield db.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_handles_on_one_sqlite_file(tmp_path: Any) -> Any:
+    """Two handles (as the gateway and an admin command would have) read-modify-write without losing updates."""
+    from transport.storage.database import open_sqlite
+
+    path = tmp_path / "shared.sqlite3"
+    first, second = open_sqlite(path), open_sqlite(path)
+    first.start()
+    second.start()
+    try:
+        yield first.migrate([V1])
+        yield first.run_operation("INSERT INTO widgets (name, weight) VALUES (?, ?)", ("counter", 0))
+
+        def bump(txn: Transaction) -> None:
+            txn.execute("SELECT weight FROM widgets WHERE name = ?", ("counter",))
+            row = txn.fetchone()
+            assert row is not None
+            time.sleep(0.002)  # in the worker thread: widens the read-then-write window
+            txn.execute("UPDATE widgets SET weight = ? WHERE name = ?", (row[0] + 1, "counter"))
+
+        yield defer.gatherResults([db.run_interaction(bump) for _ in range(40) for db in (first, second)],
+                                  consumeErrors=True)
+        rows = yield second.run_query("SELECT weight FROM widgets WHERE name = ?", ("counter",))
+        assert rows == [(80,)]
+    finally:
+        yield first.close()
+        yield second.close()

@@ -18,8 +18,10 @@ interaction retried once when the failure happened before the commit; a failure
 during the commit itself is reported, never retried (it may have been applied).
 
 Every interaction is one transaction on both engines: SQLite connections run in
-autocommit mode and each interaction is wrapped in an explicit ``BEGIN`` ...
-``COMMIT``, so that migrations' DDL is transactional too.
+autocommit mode and each interaction is wrapped in an explicit ``BEGIN IMMEDIATE``
+... ``COMMIT``, so that migrations' DDL is transactional too and several
+processes sharing one file (the gateway and an admin command) serialize their
+writes instead of failing.
 """
 
 from __future__ import annotations
@@ -196,7 +198,10 @@ class Database:
             cursor = conn.cursor()
             try:
                 if self.dialect.explicit_begin:
-                    cursor.execute("BEGIN")
+                    # IMMEDIATE: take the write lock up front, so that another process
+                    # writing the same file makes us wait (busy timeout) instead of
+                    # failing a read-then-write transaction with SQLITE_BUSY.
+                    cursor.execute("BEGIN IMMEDIATE")
                 result = fn(_Cursor(cursor, self.dialect), *args, **kwargs)
             except self._retry_errors as exc:
                 # Nothing was committed: the server rolls back a transaction whose
