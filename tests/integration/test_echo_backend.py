@@ -167,3 +167,15 @@ async def test_unreadable_config_exits_with_usage_error(tmp_path: Path) -> None:
         assert await harness.wait_exit(WAIT) == 2
     finally:
         await harness.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_config_value_exits_with_usage_error(tmp_path: Path) -> None:
+    harness = MainSideHarness(reactor, ECHO_MODULE, write_config(tmp_path, "ping_interval = soon"))
+    await harness.listen()
+    harness.spawn()
+    try:
+        assert await harness.wait_exit(WAIT) == 2
+        assert any("ping_interval" in line for line in harness.output_lines)
+    finally:
+        await harness.stop()

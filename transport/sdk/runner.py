@@ -110,16 +110,16 @@ def run(
 
     arguments = parse_arguments(argv, prog)
     start_logging(arguments.verbose)
+    plugin: NetworkPlugin
     try:
         context = load_context(arguments)
+        if isinstance(plugin_factory, type) and issubclass(plugin_factory, NetworkPlugin):
+            plugin = plugin_factory.from_context(context)
+        else:
+            plugin = plugin_factory(context)  # type: ignore[call-arg,assignment]
     except (OSError, ConfigError) as e:
-        log.critical("cannot read the configuration file: {error}", error=str(e))
+        log.critical("cannot use the configuration file: {error}", error=str(e))
         sys.exit(EXIT_USAGE)
-    plugin: NetworkPlugin
-    if isinstance(plugin_factory, type) and issubclass(plugin_factory, NetworkPlugin):
-        plugin = plugin_factory.from_context(context)
-    else:
-        plugin = plugin_factory(context)  # type: ignore[call-arg,assignment]
     outcome: list[int] = []
 
     def finish(code: int) -> None:
