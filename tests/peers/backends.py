@@ -240,6 +240,7 @@ class MainInstance:
 
     def start(self, timeout: float = 60.0) -> None:
         env = dict(os.environ)
+        self.portfile.unlink(missing_ok=True)  # written again once the new instance listens
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "-l", "-",
@@ -283,7 +284,11 @@ class MainInstance:
         """Wait until ``transportctl status`` shows *count* ready backends; their pids."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            lines = self.ctl("status").stdout.splitlines()
+            result = self.ctl("status", check=False)
+            if result.returncode != 0:  # not listening yet
+                time.sleep(0.1)
+                continue
+            lines = result.stdout.splitlines()
             ready = [line for line in lines if ": ready, pid " in line]
             if len(ready) >= count:
                 return sorted(int(line.split("pid ")[1].split(",")[0]) for line in ready)
