@@ -112,3 +112,16 @@ def test_vcard_timeout_when_backend_stopped(gateway_factory):
             yield gw.gateway.request_vcard("dave@example.org", "echo")
     finally:
         os.kill(backend.pid, signal.SIGCONT)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_backend_that_cannot_start_ends_in_disconnected(gateway_factory, tmp_path):
+    gw = yield gateway_factory(backend=str(tmp_path / "no-such-backend"), login_retry_delay=0.05,
+                               login_attempts=2, start_backends=0)
+    yield gw.gateway.register("erin@example.org", "erin", "")
+    yield gw.gateway.session_opened(gw.frontend, "erin@example.org", "s1", pr.ONLINE)
+    yield gw.gateway.send_message("erin@example.org", "echo", "queued", id="q")
+    d = yield gw.frontend.wait_for(lambda e: isinstance(e, ev.Disconnected))
+    assert "no backend could log you in" in d.message
+    assert [f.id for f in gw.frontend.of(ev.MessageFailed)] == ["q"]
+    assert len(gw.pool.crashes) == 3 and gw.pool.backends == {}

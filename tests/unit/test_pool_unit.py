@@ -206,3 +206,14 @@ def test_logout_frees_the_slot(tmp_path):
     assert peer.types()[-1] == W.TYPE_LOGOUT
     pool.login("b", login("b"))
     assert pool.users["b"] is peer.link.backend and len(spawned) == 1
+
+
+def test_max_backends_makes_users_wait_for_a_free_slot(tmp_path):
+    pool, clock, spawned = make_pool(tmp_path, users_per_backend=1, max_backends=1)
+    peer = PeerBackend(pool)
+    peer.pong()
+    pool.login("a", login("a"))
+    pool.login("b", login("b"))
+    assert len(spawned) == 1 and list(pool.waiting) == ["b"]
+    pool.logout("a", pb.Logout(user="a", legacyName="a"))
+    assert pool.users["b"] is peer.link.backend and pool.waiting == {}

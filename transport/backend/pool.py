@@ -609,12 +609,16 @@ class BackendPool(service.Service):
         if backend is not None:
             backend.users.discard(user)
             backend.send(W.TYPE_LOGOUT, payload)
+            if self.waiting:
+                self._assign_waiting()  # a slot freed (matters under max_backends)
 
     def forget(self, user: str) -> None:
         self.waiting.pop(user, None)
         backend = self.users.pop(user, None)
         if backend is not None:
             backend.users.discard(user)
+            if self.waiting:
+                self._assign_waiting()
 
     def backend_of(self, user: str) -> str | None:
         backend = self.users.get(user)
