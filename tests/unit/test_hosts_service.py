@@ -275,7 +275,8 @@ async def test_chat_leave_unjoin_disconnect(hosts: Hosts) -> None:
     a.chat("hello", GROUP, sent_ms=42)
     for x in (b, c):
         got = await x.wait_for(_is(ChatReply))
-        assert (got.src, got.text, got.sent_ms, got.route_flags) == (a.online_id, "hello", 42, 0x02)
+        assert (got.src, got.dst, got.text, got.sent_ms, got.route_flags) == (a.online_id, x.online_id, "hello",
+                                                                               42, 0x02)
     b.chat("marker")
     got = await a.wait_for(_is(ChatReply))
     assert (got.src, got.text) == (b.online_id, "marker")  # a never received its own message

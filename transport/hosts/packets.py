@@ -1060,6 +1060,11 @@ def encode(packet: Packet) -> bytes:
     return data + b"\x00" * (length - len(data))
 
 
+def readdress(data: bytes, dst: OnlineId) -> bytes:
+    """An encoded packet with another destination id: encode once, send to many."""
+    return data[:24] + dst.raw + data[HEADER_SIZE:]
+
+
 def decode(data: bytes) -> Packet:
     """One whole packet (exactly its ``length`` bytes)."""
     header = Header.decode(data)

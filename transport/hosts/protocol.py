@@ -186,6 +186,12 @@ class PeerConnection(Protocol):
             return
         self.transport.write(encode(packet))
 
+    def send_encoded(self, data: bytes) -> None:
+        """Send an already encoded packet (see :func:`transport.hosts.packets.readdress`)."""
+        if self._closed or self.transport is None:
+            return
+        self.transport.write(data)
+
     def close(self) -> None:
         if not self._closed and self.transport is not None:
             self.transport.loseConnection()

@@ -72,6 +72,8 @@ from transport.hosts.packets import (
     RandConnectReply,
     RandConnectReq,
     RouteFlags,
+    encode,
+    readdress,
 )
 from transport.hosts.protocol import PeerConnection
 from transport.hosts.store import Member, MembershipStore
@@ -202,6 +204,13 @@ class UserHost:
     def _common(self, conn: PeerConnection, seq: int = 0) -> dict[str, Any]:
         return {"src": self.online_id, "dst": conn.peer_id, "seq": seq, "plugin_num": self.settings.host_type}
 
+    def _broadcast(self, packet: Packet, targets: list[PeerConnection]) -> None:
+        """Send *packet* to each of *targets*, addressed to each (encoded once)."""
+        data = encode(packet)
+        for target in targets:
+            if target.peer_id is not None:
+                target.send_encoded(readdress(data, target.peer_id))
+
     def _peer_names(self, conn: PeerConnection) -> tuple[str, str]:
         ann = conn.peer_announce
         return (ann.name, ann.motto) if ann is not None else ("", "")
@@ -270,10 +279,8 @@ class UserHost:
                                         next_id=next_id, users=tuple(page), **self._common(conn)))
         # The others learn of the newcomer.
         update = (MemberInfo(conn.peer_id, name, EJoinState.JOIN_IS_GRANTED, True),)
-        for other in self.members.values():
-            if other is not conn:
-                other.send(HostUserListReply(host_type=self.settings.host_type, users=update,
-                                             **self._common(other)))
+        self._broadcast(HostUserListReply(host_type=self.settings.host_type, users=update, **self._common(conn)),
+                        [other for other in self.members.values() if other is not conn])
         if friend == EFriendState.ADMIN:
             first = not self._admins
             self._admins.add(peer)
@@ -292,8 +299,8 @@ class UserHost:
         name, _ = self._peer_names(conn)
         state = EJoinState.JOIN_IS_GRANTED if notice_state is None else notice_state
         update = (MemberInfo(conn.peer_id, name, state, False),)
-        for other in self.members.values():
-            other.send(HostUserListReply(host_type=self.settings.host_type, users=update, **self._common(other)))
+        self._broadcast(HostUserListReply(host_type=self.settings.host_type, users=update, **self._common(conn)),
+                        list(self.members.values()))
         if peer in self._admins:
             self._admins.discard(peer)
             if not self._admins:
@@ -301,8 +308,10 @@ class UserHost:
         return True
 
     def _broadcast_admin_avail(self) -> None:
-        for member in self.members.values():
-            member.send(AdminAvail(available=self.admin_available, **self._common(member)))
+        if self.members:
+            any_member = next(iter(self.members.values()))
+            self._broadcast(AdminAvail(available=self.admin_available, **self._common(any_member)),
+                            list(self.members.values()))
 
     def _leave(self, conn: PeerConnection, req: HostLeaveReq) -> None:
         self._leave_session(conn, EJoinState.JOIN_LEAVE_HOST)
@@ -434,28 +443,23 @@ class UserHost:
             log.debug("hosts: {host}: chat from non-member {peer} dropped", host=self.settings.name,
                       peer=conn.peer_id)
             return
-        flags = RELAY_FLAGS[self.settings.host_type]
-        for raw, member in self.members.items():
-            if member is conn:
-                continue
-            member.send(ChatReply(src=conn.peer_id, dst=OnlineId(raw), plugin_num=self.settings.host_type,
-                                  route_flags=flags, text=req.text, sent_ms=req.sent_ms))
-            self.relayed += 1
+        others = [member for member in self.members.values() if member is not conn]
+        self._broadcast(ChatReply(src=conn.peer_id, plugin_num=self.settings.host_type,
+                                  route_flags=RELAY_FLAGS[self.settings.host_type], text=req.text,
+                                  sent_ms=req.sent_ms), others)
+        self.relayed += len(others)
 
     def _rand_connect(self, conn: PeerConnection, req: RandConnectReq) -> None:
         if self.settings.host_type != EHostType.RANDOM_CONNECT:
             log.debug("hosts: {host} is not a random-connect host; RAND_CONNECT_REQ dropped",
                       host=self.settings.name)
             return
-        for client in list(self.clients):
-            if not client.connected_and_ready:
-                continue
-            assert client.peer_id is not None
-            client.send(RandConnectReply(src=req.src, dst=client.peer_id, seq=req.seq,
-                                         plugin_num=self.settings.host_type,
+        clients = [client for client in self.clients if client.connected_and_ready]
+        self._broadcast(RandConnectReply(src=req.src, seq=req.seq, plugin_num=self.settings.host_type,
                                          route_flags=RouteFlags.RANDOM_CONNECT_RELAY, action=req.action,
-                                         user_id=req.user_id, host_id=req.host_id, to_user_id=req.to_user_id))
-            self.relayed += 1
+                                         user_id=req.user_id, host_id=req.host_id, to_user_id=req.to_user_id),
+                        clients)
+        self.relayed += len(clients)
 
 
 def _pages(records: list[MemberInfo], page_size: int) -> Generator[tuple[list[MemberInfo], bool, OnlineId]]:
