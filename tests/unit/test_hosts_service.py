@@ -355,3 +355,18 @@ async def test_client_requests_fail_when_the_host_goes(hosts: Hosts) -> None:
     hosts.user_host("open").factory.connections.copy().pop().abort()
     with pytest.raises(ConnectionLost):
         await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_settings_change_reannounces(hosts: Hosts) -> None:
+    net = await hosts.client("searcher")
+    open_id = hosts.user_host("open").online_id
+    (before,) = await net.search(GROUP, specific_id=open_id)
+    text = INI.format(state=hosts.path / "state").replace("title = Open group", "title = Renamed group")
+    config = configuration.load_text(text, str(hosts.path / "t.ini"))
+    changed = await hosts.service.reload(config)
+    assert changed == [False, False, True, False]  # friends, off, open, rand: only "open" changed
+    (after,) = await net.search(GROUP, specific_id=open_id)
+    assert after.title == "Renamed group" and after.last_modified_ms >= before.last_modified_ms
+    member = await hosts.client("m", "open")
+    assert (await member.info(GROUP)).title == "Renamed group"

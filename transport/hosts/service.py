@@ -260,15 +260,18 @@ class UserHostService(service.Service):
 
     def reannounce_if_changed(self, values: Any) -> defer.Deferred[bool]:
         """Apply new section *values* (a settings change): re-announce when what is announced changed."""
+        previous = self.host.settings.digest()
+        url = values["url"] or (self.host.settings.url if not self.values["url"] else "")
+        if not url and self.port is not None:
+            url = f"ptop://127.0.0.1:{self.port.getHost().port}"  # type: ignore[attr-defined]
         self.values = values
-        url = self.values["url"] or self.host.settings.url
         settings = UserHostSettings.from_config(self.host_name, values, self.online_id, url)
         self.host.settings = settings
         self.factory.announce = self.host.announce_packet()
+        changed = settings.digest() != previous
         d = self.store.settings_modified(self.host_name, settings.digest(), self.now_ms())
 
         def stamped(modified_ms: int) -> defer.Deferred[bool]:
-            changed = modified_ms != self.host.last_modified_ms
             self.host.last_modified_ms = modified_ms
             return self.announce() if changed else defer.succeed(False)
 
@@ -305,6 +308,18 @@ class HostsService(service.MultiService):
             host = UserHostService(name, values, config, reactor, self.store, self.migrated, self.network)
             host.setServiceParent(self)
             self.user_hosts[name] = host
+
+    def reload(self, config: Any) -> defer.Deferred[list[bool]]:
+        """Apply changed ``[host:NAME]`` settings to the running user hosts (title, description, url,
+        thumbnail, permission, name, motto); those whose announcement changed re-announce at once.
+        Listen endpoints, new and removed sections need a restart. Fires with, per host, whether it
+        re-announced."""
+        results = []
+        for name, values in sorted(config.instances(USER_HOST_PREFIX).items()):
+            host = self.user_hosts.get(name)
+            if host is not None:
+                results.append(host.reannounce_if_changed(values))
+        return defer.gatherResults(results, consumeErrors=True)
 
     def startService(self) -> None:
         d = self.store.migrate()
