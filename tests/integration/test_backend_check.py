@@ -13,6 +13,20 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ECHO = [sys.executable, "-m", "transport_backends.echo"]
+NODE_ECHO = ["node", str(Path(__file__).resolve().parents[2] / "backends" / "node-echo" / "index.js")]
+EVERY_CHECK = [
+    "connect",
+    "ping",
+    "stats",
+    "backend config",
+    "login",
+    "message round trip",
+    "receipt",
+    "typing",
+    "logout",
+    "frames",
+    "exit",
+]
 
 # A backend written by hand with plain sockets and the codec: it behaves well
 # except for the flaw selected by its first argument.
@@ -76,24 +90,13 @@ def broken(tmp_path: Path) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def test_echo_backend_passes_every_check() -> None:
-    done = run_check("--", *ECHO)
+@pytest.mark.parametrize("command", [ECHO, NODE_ECHO], ids=["python", "node"])
+def test_echo_backends_pass_every_check(command: list[str]) -> None:
+    done = run_check("--", *command)
     assert done.returncode == 0, done.stdout + done.stderr
     table = rows(done.stdout)
-    expected = [
-        "connect",
-        "ping",
-        "stats",
-        "backend config",
-        "login",
-        "message round trip",
-        "receipt",
-        "typing",
-        "logout",
-        "frames",
-        "exit",
-    ]
-    assert table == {name: "pass" for name in expected}, done.stdout
+    assert table == {name: "pass" for name in EVERY_CHECK}, done.stdout
+    assert "echoed: typing, paused, stopped" in done.stdout
     assert "OK: 11 passed, 0 failed, 0 n/a" in done.stdout
 
 

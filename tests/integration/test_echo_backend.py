@@ -20,6 +20,9 @@ pytestmark = pytest.mark.integration
 W = pb.WrapperMessage
 U = "alice@example.org"
 ECHO_MODULE = [sys.executable, "-m", "transport_backends.echo"]
+NODE_ECHO = ["node", str(Path(__file__).resolve().parents[2] / "backends" / "node-echo" / "index.js")]
+#: The same behaviour is expected from the Python echo backend and its JavaScript twin.
+BACKENDS = pytest.mark.parametrize("command", [ECHO_MODULE, NODE_ECHO], ids=["python", "node"])
 WAIT = 30.0  # generous: a loaded 2-core machine
 
 
@@ -39,9 +42,10 @@ def payload(packet: Packet) -> Any:
     return packet.payload
 
 
+@BACKENDS
 @pytest_twisted.ensureDeferred
-async def test_full_session(tmp_path: Path) -> None:
-    harness, peer = await started(tmp_path)
+async def test_full_session(tmp_path: Path, command: list[str]) -> None:
+    harness, peer = await started(tmp_path, command)
     try:
         peer.send(W.TYPE_PING)
         await peer.expect(W.TYPE_PONG, WAIT)
@@ -79,9 +83,10 @@ async def test_full_session(tmp_path: Path) -> None:
         await harness.stop()
 
 
+@BACKENDS
 @pytest_twisted.ensureDeferred
-async def test_many_users_and_messages_arrive_complete_and_in_order(tmp_path: Path) -> None:
-    harness, peer = await started(tmp_path)
+async def test_many_users_and_messages_arrive_complete_and_in_order(tmp_path: Path, command: list[str]) -> None:
+    harness, peer = await started(tmp_path, command)
     try:
         users = [f"user{i}@example.org" for i in range(20)]
         for user in users:
@@ -104,9 +109,10 @@ async def test_many_users_and_messages_arrive_complete_and_in_order(tmp_path: Pa
         await harness.stop()
 
 
+@BACKENDS
 @pytest_twisted.ensureDeferred
-async def test_exits_when_the_main_instance_closes_the_connection(tmp_path: Path) -> None:
-    harness, peer = await started(tmp_path)
+async def test_exits_when_the_main_instance_closes_the_connection(tmp_path: Path, command: list[str]) -> None:
+    harness, peer = await started(tmp_path, command)
     try:
         peer.close()
         assert await harness.wait_exit(WAIT) == 0
@@ -114,9 +120,10 @@ async def test_exits_when_the_main_instance_closes_the_connection(tmp_path: Path
         await harness.stop()
 
 
+@BACKENDS
 @pytest_twisted.ensureDeferred
-async def test_exits_after_three_missed_pings(tmp_path: Path) -> None:
-    harness, peer = await started(tmp_path, config="ping_interval = 0.2")
+async def test_exits_after_three_missed_pings(tmp_path: Path, command: list[str]) -> None:
+    harness, peer = await started(tmp_path, command, config="ping_interval = 0.2")
     try:
         # answered PINGs keep it alive well past three intervals...
         for _ in range(6):
@@ -177,5 +184,21 @@ async def test_bad_config_value_exits_with_usage_error(tmp_path: Path) -> None:
     try:
         assert await harness.wait_exit(WAIT) == 2
         assert any("ping_interval" in line for line in harness.output_lines)
+    finally:
+        await harness.stop()
+
+
+@BACKENDS
+@pytest_twisted.ensureDeferred
+async def test_garbage_is_skipped_and_an_oversized_frame_stops_the_backend(tmp_path: Path, command: list[str]) -> None:
+    harness, peer = await started(tmp_path, command, config="max_frame_size = 1 KiB")
+    try:
+        peer.send_raw(b"\x00\x00\x00\x03\xff\xfe\xfd")  # not a WrapperMessage
+        peer.send_raw(b"\x00\x00\x00\x04\x08\x01\x12\x00")  # CONNECTED without its required user
+        peer.send(W.TYPE_PING)
+        await peer.expect(W.TYPE_PONG, WAIT)
+        assert harness.running
+        peer.send_raw(b"\x00\x00\x08\x00")  # announces 2 KiB: over the backend's limit
+        assert await harness.wait_exit(WAIT) == 1
     finally:
         await harness.stop()
