@@ -87,8 +87,8 @@ class HostProcess:
         for stale in (self.portfile, self.instance.portfile):
             if stale.exists():
                 stale.unlink()
-        self.instance.start()
-        _wait_file(self.portfile, self.instance)
+        self.instance.start(timeout=180)
+        _wait_file(self.portfile, self.instance, timeout=180)
 
     @property
     def port(self) -> int:
@@ -183,7 +183,7 @@ portfile = r.port
     try:
         group.start()
         rooms.start()
-        _wait_file(rooms.dir / "r.port", rooms.instance)
+        _wait_file(rooms.dir / "r.port", rooms.instance, timeout=180)
         yield Deployment(network, group, rooms, network_id)
     finally:
         for p in (group, rooms, network):

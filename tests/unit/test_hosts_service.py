@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionLost
 
 from transport import config as configuration
@@ -370,3 +370,26 @@ async def test_settings_change_reannounces(hosts: Hosts) -> None:
     assert after.title == "Renamed group" and after.last_modified_ms >= before.last_modified_ms
     member = await hosts.client("m", "open")
     assert (await member.info(GROUP)).title == "Renamed group"
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_peer_is_dropped_after_the_handshake_timeout() -> None:
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.protocol import Factory, Protocol
+
+    ident = Identity.generate("net")
+    handler = NetworkHost(Directory(reactor.seconds), ident.online_id)
+    factory = PeerFactory(handler, ident, Announce(src=ident.online_id), reactor=reactor, handshake_timeout=0.2)
+    port = await listen(reactor, "tcp:0:interface=127.0.0.1", factory)
+    closed: defer.Deferred[None] = defer.Deferred()
+
+    class Silent(Protocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            closed.callback(None)
+
+    try:
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(  # type: ignore[attr-defined]
+            Factory.forProtocol(Silent))
+        await closed  # the server hung up on a peer that never started TLS
+    finally:
+        await port.stopListening()
