@@ -139,7 +139,8 @@ def decode_payload(type_: int, raw: bytes) -> Payload:
     # upb's ParseFromString accepts a proto2 message with required fields
     # missing; Spectrum 2's C++ parser refuses it, and so do we.
     if not message.IsInitialized():
-        raise DecodeError("missing required field(s): " + ", ".join(message.FindInitializationErrors()))
+        missing = message.FindInitializationErrors()  # type: ignore[attr-defined]
+        raise DecodeError("missing required field(s): " + ", ".join(missing))
     return message
 
 
