@@ -157,3 +157,18 @@ def test_invalid_announcements_are_refused() -> None:
     assert d.announce(GROUP, no_time) == ECommErr.INVALID_PKT
     assert d.search(EHostType.PEER_USER).comm_err == ECommErr.INVALID_HOST_TYPE
     assert len(d) == 0
+
+
+def test_directory_is_bounded() -> None:
+    clock = Clock()
+    d = Directory(clock.seconds, expiry=10, max_entries=3)
+    first = [info() for _ in range(3)]
+    for e in first:
+        assert d.announce(GROUP, e) == ECommErr.NONE
+    assert d.announce(CHAT, info()) == ECommErr.INVALID_PKT  # full
+    assert d.announce(GROUP, first[0]) == ECommErr.NONE  # known hosts still refresh
+    clock.advance(5)
+    assert d.announce(GROUP, first[0]) == ECommErr.NONE
+    clock.advance(6)  # the two others expired: room again
+    assert d.announce(CHAT, info()) == ECommErr.NONE
+    assert len(d) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ title = Friends room
 description = friends only
 permission = friend
 pending_poll_interval = 0.05
+max_pending = 2
 [host:rand]
 type = randomconnect
 title = Random
@@ -393,3 +395,28 @@ async def test_silent_peer_is_dropped_after_the_handshake_timeout() -> None:
         await closed  # the server hung up on a peer that never started TLS
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_requests_are_bounded(hosts: Hosts) -> None:
+    waiting = [await hosts.client(f"w{i}", "friends") for i in range(3)]
+    states = [(await w.join(CHAT)).reply for w in waiting]
+    assert [(r.access, r.join_state) for r in states] == [
+        (EPluginAccess.LOCKED, EJoinState.JOIN_REQUESTED), (EPluginAccess.LOCKED, EJoinState.JOIN_REQUESTED),
+        (EPluginAccess.BUSY, EJoinState.NONE)]
+    assert await hosts.service.store.member("friends", waiting[2].online_id) is None
+    # asking again while pending does not count twice
+    assert (await waiting[0].join(CHAT)).reply.join_state == EJoinState.JOIN_REQUESTED
+
+
+@pytest_twisted.ensureDeferred
+async def test_member_list_pages(hosts: Hosts) -> None:
+    host = hosts.user_host("open").host
+    host.settings = replace(host.settings, page_size=3)
+    members = [await hosts.client(f"p{i}", "open") for i in range(8)]
+    for m in members:
+        assert (await m.join(GROUP)).granted
+    listed = await members[0].user_list(GROUP)
+    assert sorted(m.online_id for m in listed) == sorted(m.online_id for m in members)
+    assert len(listed) == 8 and all(m.online for m in listed)
+    assert [m.name for m in await members[0].user_list(GROUP, text="p7")] == ["p7"]

@@ -71,13 +71,16 @@ class Directory:
 
     *now* returns the current time in seconds (``reactor.seconds`` or a
     ``task.Clock``'s). *page_size* bounds the entries per page; the blob's
-    14,320 bytes bound it too.
+    14,320 bytes bound it too. When *max_entries* live entries are held, a new
+    host's announcement is refused (InvalidPkt); known hosts still refresh.
     """
 
-    def __init__(self, now: Callable[[], float], expiry: float = 1800.0, page_size: int = 50) -> None:
+    def __init__(self, now: Callable[[], float], expiry: float = 1800.0, page_size: int = 50,
+                 max_entries: int = 500_000) -> None:
         self._now = now
         self.expiry = expiry
         self.page_size = page_size
+        self.max_entries = max_entries
         self._entries: dict[tuple[int, bytes], _Entry] = {}
         self._order: dict[int, list[bytes]] = {t: [] for t in USER_HOST_TYPES}
 
@@ -92,6 +95,8 @@ class Directory:
         key = (host_type, info.online_id.raw)
         haystack = (info.title + "\n" + info.description).casefold()
         if key not in self._entries:
+            if len(self._entries) >= self.max_entries and not self.sweep():
+                return ECommErr.INVALID_PKT
             bisect.insort(self._order[host_type], info.online_id.raw)
         self._entries[key] = _Entry(info, self._now() + self.expiry, haystack)
         return ECommErr.NONE

@@ -80,7 +80,7 @@ class NetworkHostService(service.Service):
         self.portfile = config.resolve_path(section["portfile"]) if section["portfile"] else None
         self.sweep_interval = section["sweep_interval"]
         self.identity = Identity.load_or_create(identity_dir(config.state_dir, None), section["name"])
-        self.directory = Directory(reactor.seconds, section["expiry"], section["page_size"])
+        self.directory = Directory(reactor.seconds, section["expiry"], section["page_size"], section["max_entries"])
         self.handler = NetworkHost(self.directory, self.identity.online_id)
         announce = Announce(src=self.identity.online_id, name=section["name"])
         self.factory = PeerFactory(self.handler, self.identity, announce, reactor=reactor,

@@ -78,14 +78,22 @@ class MembershipStore:
                                     (host, online_id.hex()))
         return d.addCallback(lambda rows: _member(rows[0]) if rows else None)
 
-    def members(self, host: str, states: tuple[int, ...] | None = None) -> defer.Deferred[list[Member]]:
-        """Membership records of *host* in online-id order (only *states* when given)."""
+    def members(self, host: str, states: tuple[int, ...] | None = None, start: OnlineId | None = None,
+                limit: int | None = None) -> defer.Deferred[list[Member]]:
+        """Membership records of *host* in online-id order: only *states* when given, from *start*
+        (inclusive) on, at most *limit*."""
         sql = f"SELECT {_MEMBER_COLUMNS} FROM hosts_members WHERE host = ?"
         params: list[Any] = [host]
         if states:
             sql += " AND join_state IN (" + ", ".join("?" for _ in states) + ")"
             params += [int(s) for s in states]
-        d = self.database.run_query(sql + " ORDER BY online_id", params)
+        if start is not None:
+            sql += " AND online_id >= ?"
+            params.append(start.hex())
+        sql += " ORDER BY online_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        d = self.database.run_query(sql, params)
         return d.addCallback(lambda rows: [_member(r) for r in rows])
 
     def count_members(self, host: str, state: int = EJoinState.JOIN_IS_GRANTED) -> defer.Deferred[int]:

@@ -7,7 +7,8 @@ Access rules for HOST_JOIN_REQ / HOST_OFFER_REQ, in order (as NoLimitConnect):
 3. the user's friendship level is below the host's permission level -> access
    Locked: a user the admin granted before gets in (access Ok); one the admin
    denied stays out (JoinDenied); anyone else is recorded as JoinRequested for the
-   admin to grant or deny (``transport-hosts grant|deny``). While the requester
+   admin to grant or deny (unless ``max_pending`` requests already wait: access
+   Busy, nothing recorded) (``transport-hosts grant|deny``). While the requester
    stays connected, the host checks the records every ``pending_poll_interval``
    and pushes the decision as an unsolicited HOST_JOIN_REPLY (seq 0);
 4. otherwise access Ok, joinState JoinIsGranted.
@@ -104,6 +105,7 @@ class UserHostSettings:
     display_name: str = ""
     motto: str = ""
     page_size: int = 50
+    max_pending: int = 1000
 
     @classmethod
     def from_config(cls, name: str, values: Any, online_id: OnlineId, url: str) -> UserHostSettings:
@@ -112,7 +114,7 @@ class UserHostSettings:
         return cls(name=name, host_type=HOST_TYPES[values["type"]], title=values["title"],
                    description=values["description"], url=values["url"] or url, thumb_id=thumb,
                    permission=PERMISSIONS[values["permission"]], display_name=values["name"] or values["title"],
-                   motto=values["motto"], page_size=values["page_size"])
+                   motto=values["motto"], page_size=values["page_size"], max_pending=values["max_pending"])
 
     def digest(self) -> str:
         """A digest of what is announced: when it changes, lastModifiedMs moves."""
@@ -249,6 +251,13 @@ class UserHost:
                 self._reply_join(conn, req, EPluginAccess.LOCKED, EJoinState.JOIN_DENIED)
                 return
             if member is None or member.join_state != EJoinState.JOIN_IS_GRANTED:
+                if member is None:
+                    waiting = yield self.store.count_members(host, EJoinState.JOIN_REQUESTED)
+                    if waiting >= self.settings.max_pending:
+                        log.warn("hosts: {host}: {n} join requests already wait for the admin; refusing {peer}",
+                                 host=host, n=waiting, peer=peer)
+                        self._reply_join(conn, req, EPluginAccess.BUSY, EJoinState.NONE)
+                        return
                 yield self.store.set_member(host, peer, EJoinState.JOIN_REQUESTED, name, motto, message,
                                             self.now_ms())
                 self._pending[peer.raw] = _Pending(conn, req.session_id, isinstance(req, HostOfferReq), friend)
@@ -414,13 +423,16 @@ class UserHost:
             conn.send(reply_cls(host_type=self.settings.host_type, comm_err=ECommErr.INVALID_PKT,
                                 session_id=req.session_id, **common))
             return
-        rows: list[Member] = yield self.store.members(
-            self.settings.name, (EJoinState.JOIN_REQUESTED, EJoinState.JOIN_IS_GRANTED))
+        states = (EJoinState.JOIN_REQUESTED, EJoinState.JOIN_IS_GRANTED)
+        if text:
+            # name search: every record is looked at (names are matched as the members announced them)
+            rows: list[Member] = yield self.store.members(self.settings.name, states, start)
+        else:
+            # one page and the record after it, straight from the database
+            rows = yield self.store.members(self.settings.name, states, start, self.settings.page_size + 1)
         needle = text.casefold()
         records = []
         for row in rows:
-            if start is not None and row.online_id < start:
-                continue
             online_conn = self.members.get(row.online_id.raw)
             name = self._peer_names(online_conn)[0] if online_conn is not None else row.name
             if needle and needle not in name.casefold():
