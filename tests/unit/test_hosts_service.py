@@ -420,3 +420,60 @@ async def test_member_list_pages(hosts: Hosts) -> None:
     assert sorted(m.online_id for m in listed) == sorted(m.online_id for m in members)
     assert len(listed) == 8 and all(m.online for m in listed)
     assert [m.name for m in await members[0].user_list(GROUP, text="p7")] == ["p7"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_fuzzed_packets_against_live_hosts(hosts: Hosts) -> None:
+    """Mutated packets (flipped bytes, cut short, wrong lengths and types) from many connections:
+    no handler fails, and a bystander on each host keeps being served."""
+    import random
+
+    from twisted.logger import globalLogPublisher
+
+    from transport.hosts.packets import HostInfoReq, HostInviteSearchReq, HostUserListReq, RandConnectReq
+
+    failures: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event and str(event.get("log_namespace", "")).startswith("transport.hosts"):
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    rng = random.Random(7)
+    try:
+        net_bystander = await hosts.client("net-bystander")
+        group_bystander = await hosts.client("group-bystander", "open")
+        assert (await group_bystander.join(GROUP)).granted
+        for case in range(120):
+            target = "open" if case % 2 else None
+            c = await hosts.client(f"fuzz{case}", target)
+            if target is not None and case % 4 == 1:
+                await c.join(GROUP)
+            samples: list[Packet] = [
+                HostInviteSearchReq(src=c.online_id, host_type=GROUP, text="abc"),
+                HostInviteAnnounceReq(src=c.online_id, host_type=GROUP, last_modified_ms=1, url="u", title="t",
+                                      description="d", thumb_id=THUMB),
+                HostJoinReq(src=c.online_id, host_type=GROUP), HostInfoReq(src=c.online_id, host_type=GROUP),
+                HostUserListReq(src=c.online_id, host_type=GROUP), ChatReq(src=c.online_id, text="x" * 40),
+                RandConnectReq(src=c.online_id, action=1),
+            ]
+            data = bytearray(encode(rng.choice(samples)))
+            kind = rng.randrange(4)
+            if kind == 0:
+                for _ in range(rng.randrange(1, 6)):
+                    data[rng.randrange(40, len(data))] = rng.randrange(256)  # the body, keeping the source
+            elif kind == 1:
+                data = data[:rng.randrange(1, len(data))]
+            elif kind == 2:
+                data[0:2] = rng.randrange(0, 65536).to_bytes(2, "big")
+            else:
+                data[2:4] = rng.randrange(0, 65536).to_bytes(2, "big")
+            assert c.conn is not None and c.conn.transport is not None
+            c.conn.transport.write(bytes(data))
+            c.conn.transport.loseConnection()
+            await c.lost
+        assert await net_bystander.search(GROUP)
+        assert (await group_bystander.info(GROUP)).title == "Open group"
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures == []
