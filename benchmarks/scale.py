@@ -8,7 +8,7 @@ at a time, and three store reads per login), the main instance's resident memory
 before and after, the growth per user, and the backends' resident memory (their
 STATS).
 
-    python benchmarks/scale.py [--users 10000] [--per-backend 100]
+    python benchmarks/scale.py [--users 10000] [--per-backend 100] [--prestart]
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ async def run(reactor: object, args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="transport-scale-"))
     config = configuration.load_text("", None, [
         f"service.state_dir={tmp}", f"service.backend={sys.executable} -m transport_backends.echo",
-        f"service.users_per_backend={args.per_backend}", "service.web_port=", "service.start_backends=1",
+        f"service.users_per_backend={args.per_backend}", "service.web_port=",
+        f"service.start_backends={-(-args.users // args.per_backend) if args.prestart else 1}",
         "service.login_timeout=600", "logging.backend_output=false"])
     database = open_sqlite(tmp / "scale.sqlite3", reactor)
     database.start()
@@ -70,7 +71,8 @@ async def run(reactor: object, args: argparse.Namespace) -> None:
     await pool.start()
     users = [f"user{i}@scale" for i in range(args.users)]
     await defer.gatherResults([gateway.register(u, u, "") for u in users])
-    while not pool.ready_backends():
+    wanted = -(-args.users // args.per_backend) if args.prestart else 1
+    while len(pool.ready_backends()) < wanted:
         await task.deferLater(reactor, 0.05, lambda: None)
     before = rss_kib()
     started = time.perf_counter()
@@ -98,6 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--per-backend", type=int, default=100)
+    parser.add_argument("--prestart", action="store_true",
+                        help="spawn every backend before the clock starts (measures logins alone)")
     args = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
 
