@@ -1,0 +1,222 @@
+"""Presence to the transport: sessions, logins and the transport's own presence.
+
+Each available resource of a registered user is one gateway session (the
+resource is the session id). The first one logs the user in to the legacy
+network; every presence change goes to the gateway, which combines the
+resources with the core's presence rule (an explicit choice wins, idle
+presences - XEP-0319 ``<idle/>`` - only count when chattier) into one
+STATUS_CHANGED; the last unavailable resource logs the user out.
+
+When the component (re)connects, the transport probes every registered user:
+the users' servers answer with the presence of each available resource, which
+logs them in again. Resources the gateway still had from before that do not
+show up within ``[xmpp] session_grace`` seconds are closed.
+
+CONNECTED makes the transport available to the user (with XEP-0115 caps);
+DISCONNECTED sends the backend's explanation as a message and makes the
+transport unavailable with it as status; while the gateway logs a user in again
+after a backend crash the transport shows ``xa``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import jid as jidmod
+from twisted.words.xish import domish
+
+from transport.core import events as ev
+from transport.core import presence as pr
+from transport.frontends.xmpp import stanzas as st
+from transport.frontends.xmpp.frontend import Target, XmppFrontend, XmppUser
+
+log = Logger()
+
+
+class Login:
+    def __init__(self, frontend: XmppFrontend) -> None:
+        self.frontend = frontend
+        self._grace: IDelayedCall | None = None
+        frontend.on_presence(self.presence)
+        frontend.on_event(ev.Connected, self.connected)
+        frontend.on_event(ev.Disconnected, self.disconnected)
+        frontend.on_event(ev.Reconnecting, self.reconnecting)
+
+    # ------------------------------------------------------------------ the transport's presence
+
+    def transport_presence(self, user: XmppUser, to: str | None = None) -> domish.Element:
+        if user.connected:
+            p = st.presence(to or user.jid, self.frontend.domain)
+        else:
+            p = st.presence(to or user.jid, self.frontend.domain, "unavailable", status=user.status)
+        if user.connected:
+            disco = self.frontend.handlers.get("disco")
+            if disco is not None:
+                p.addChild(disco.caps())
+        return p
+
+    # ------------------------------------------------------------------ stanzas
+
+    def presence(self, stanza: domish.Element, sender: jidmod.JID, target: Target) -> bool:
+        type_ = stanza.getAttribute("type")
+        if target.kind == "occupant" or type_ in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            return False
+        bare = sender.userhost()
+        if type_ == "probe":
+            self.answer_probe(bare, target)
+            return True
+        if target.kind != "transport":
+            return type_ != "unavailable"  # directed presence to a buddy: nothing to do
+        if type_ in ("unavailable", "error"):
+            known = self.frontend.users.get(bare)
+            if known is not None:
+                for resource in [sender.resource] if sender.resource else list(known.resources):
+                    self.close_session(known, resource)
+            return True
+        if type_ is not None or not sender.resource:
+            return True
+        show = st.text_of(st.child(stanza, None, "show"), 10).strip() or None
+        status = st.text_of(st.child(stanza, None, "status"), 2000)
+        automatic = st.child(stanza, st.NS_IDLE, "idle") is not None
+        self.resource_available(bare, sender.resource, st.show_to_value(show), status, automatic).addErrback(
+            lambda f: None)
+        vcard = self.frontend.handlers.get("vcard")
+        if vcard is not None:
+            vcard.user_presence(stanza, bare)
+        return True
+
+    def answer_probe(self, bare: str, target: Target) -> None:
+        known = self.frontend.users.get(bare)
+        if target.kind == "transport":
+            if known is None:
+                self.frontend.send(st.presence(bare, self.frontend.domain, "unavailable"))
+            else:
+                self.frontend.send(self.transport_presence(known, bare))
+            return
+        roster = self.frontend.handlers.get("roster")
+        if roster is not None and known is not None and target.name in known.buddies and known.connected:
+            self.frontend.send(roster.buddy_presence(known, known.buddies[target.name]))
+        else:
+            self.frontend.send(st.presence(bare, self.frontend.buddy_jid(target.name), "unavailable"))
+
+    def resource_available(self, bare: str, resource: str, value: int, status: str,
+                           automatic: bool) -> defer.Deferred[Any]:
+        """Resource *resource* of *bare* is available; fires once the gateway opened its session."""
+        user = self.frontend.user(bare)
+        user.unconfirmed.discard(resource)
+        gateway = self.frontend.gateway
+        if resource in user.resources:
+            if user.resources[resource] == (value, status):
+                return defer.succeed(None)
+            user.resources[resource] = (value, status)
+            d: defer.Deferred[Any] = gateway.presence_changed(bare, resource, value, status, automatic)
+            return d.addErrback(self._failed, "presence change", bare)
+        user.resources[resource] = (value, status)
+        d = gateway.session_opened(self.frontend, bare, resource, value, status, automatic)
+        d.addCallback(self._opened, user, resource)
+        d.addErrback(self._open_failed, user, resource)
+        return d
+
+    def _opened(self, state: Any, user: XmppUser, resource: str) -> Any:
+        if getattr(state, "state", "") == "online" and not user.connected:
+            user.connected = True
+        if user.connected:
+            # a new resource: the transport and the buddies are there already
+            self.frontend.send(self.transport_presence(user, user.full(resource)))
+            roster = self.frontend.handlers.get("roster")
+            if roster is not None:
+                for buddy in user.buddies.values():
+                    self.frontend.send(roster.buddy_presence(user, buddy, user.full(resource)))
+        return state
+
+    def _open_failed(self, failure: Failure, user: XmppUser, resource: str) -> Failure:
+        user.resources.pop(resource, None)
+        from transport.core.gateway import NotRegistered
+
+        if failure.check(NotRegistered):
+            log.debug("presence from {user}, who is not registered", user=user.jid)
+        else:
+            log.failure("opening a session for {user}", failure, user=user.jid)
+        return failure
+
+    def _failed(self, failure: Failure, what: str, user: str) -> None:
+        log.warn("{what} of {user} failed: {reason}", what=what, user=user, reason=failure.getErrorMessage())
+
+    def close_session(self, user: XmppUser, resource: str) -> None:
+        if resource not in user.resources:
+            return
+        del user.resources[resource]
+        user.unconfirmed.discard(resource)
+        muc = self.frontend.handlers.get("muc")
+        if muc is not None:
+            muc.resource_gone(user, resource)
+        self.frontend.gateway.session_closed(user.jid, resource)
+        if not user.resources:
+            user.connected = False
+
+    # ------------------------------------------------------------------ component (re)connection
+
+    def component_up(self) -> None:
+        """The link is (again) authenticated: probe every registered user."""
+        for user in self.frontend.users.values():
+            user.unconfirmed = set(user.resources)
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = self.frontend.clock.callLater(self.frontend.settings["session_grace"], self.expire)
+        d = self.frontend.gateway.store.all_users()
+        d.addCallback(self._probe)
+        d.addErrback(lambda f: log.failure("listing registered users to probe", f))
+
+    def _probe(self, records: list[Any]) -> None:
+        log.info("probing {n} registered users", n=len(records))
+        for record in records:
+            try:
+                jidmod.internJID(record.jid)
+            except (jidmod.InvalidFormat, UnicodeError):
+                continue
+            self.frontend.send(st.presence(record.jid, self.frontend.domain, "probe"))
+
+    def expire(self) -> None:
+        """Close the sessions that did not answer the probe in time."""
+        self._grace = None
+        for user in list(self.frontend.users.values()):
+            for resource in list(user.unconfirmed):
+                log.info("{user}/{resource} did not come back after the reconnection: closing it",
+                         user=user.jid, resource=resource)
+                self.close_session(user, resource)
+
+    def stop(self) -> None:
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
+
+    # ------------------------------------------------------------------ events
+
+    def connected(self, event: ev.Connected) -> None:
+        user = self.frontend.user(event.user)
+        user.connected = True
+        user.status = ""
+        self.frontend.send(self.transport_presence(user))
+
+    def disconnected(self, event: ev.Disconnected) -> None:
+        user = self.frontend.user(event.user)
+        user.connected = False
+        text = event.message or "disconnected from the legacy network"
+        user.status = text
+        self.frontend.send(st.message(user.jid, self.frontend.domain, "chat", f"Disconnected: {text}"))
+        for buddy in user.buddies.values():
+            self.frontend.send(st.presence(user.jid, self.frontend.buddy_jid(buddy.name), "unavailable"))
+        self.frontend.send(self.transport_presence(user))
+
+    def reconnecting(self, event: ev.Reconnecting) -> None:
+        user = self.frontend.user(event.user)
+        status = f"Reconnecting to the legacy network (attempt {event.attempt})"
+        self.frontend.send(st.presence(user.jid, self.frontend.domain, value=pr.XA, status=status))
+
+
+def install(frontend: XmppFrontend) -> Login:
+    return Login(frontend)
