@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import pytest_twisted
@@ -104,3 +106,25 @@ def test_sigkill_during_traffic_every_message_arrives_exactly_once_in_order(gate
     assert len(gw.pool.crashes) == 1
     assert gw.gateway.counters.relogins >= 4  # the victim's users were logged in again
     assert gw.gateway.counters.messages_failed == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_backend_started_by_hand_is_served_as_remote(gateway_factory):
+    gw = yield gateway_factory(start_backends=0, ping_interval=0.5, login_retry_delay=0.1)
+    proc = subprocess.Popen([sys.executable, "-m", "transport_backends.echo", "--host", "127.0.0.1",
+                             "--port", str(gw.pool.port_number), "--service.backend_id=manual",
+                             gw.pool.config_path or ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield wait_until(lambda: gw.pool.ready_backends(), timeout=60)
+        remote = gw.pool.ready_backends()[0]
+        assert remote.remote and remote.process is None and remote.pid == proc.pid
+        yield _login_all(gw, ["r@example.org"])
+        assert gw.pool.users["r@example.org"] is remote and gw.backend_pids() == []
+        proc.kill()  # a remote backend crashing: its users go to a spawned one
+        yield wait_until(lambda: gw.pool.users.get("r@example.org") not in (None, remote)
+                         and gw.gateway.user_state("r@example.org").state == "online", timeout=60)
+        assert not gw.pool.users["r@example.org"].remote and len(gw.backend_pids()) == 1
+        assert "connection lost" in gw.pool.crashes[0].reason
+    finally:
+        proc.kill()
+        proc.wait(30)

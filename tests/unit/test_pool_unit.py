@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import shlex
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tests.unit.test_pool_harness import PeerBackend, login, make_pool
 from transport.backend import transport_pb2 as pb
 from transport.backend.link import COUNTERS
@@ -217,3 +220,22 @@ def test_max_backends_makes_users_wait_for_a_free_slot(tmp_path):
     assert len(spawned) == 1 and list(pool.waiting) == ["b"]
     pool.logout("a", pb.Logout(user="a", legacyName="a"))
     assert pool.users["b"] is peer.link.backend and pool.waiting == {}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.binary(max_size=300), max_size=12))
+def test_arbitrary_bytes_never_break_the_pool(tmp_path, chunks):
+    pool, clock, spawned = make_pool(tmp_path, max_frame_size=4096)
+    good = PeerBackend(pool, 50001)
+    good.pong()
+    pool.login("a", login("a"))
+    hostile = PeerBackend(pool, 50002)
+    for chunk in chunks:
+        hostile.link.dataReceived(chunk)
+    if hostile.link.closed:
+        hostile.lose()
+    clock.advance(20)
+    good.send(W.TYPE_PONG)
+    # the good backend and its user are untouched, whatever the other link did
+    assert good.link.backend.state == READY and pool.users["a"] is good.link.backend
+    assert all(u != "a" for lost, _ in pool.sink.lost for u in lost)
