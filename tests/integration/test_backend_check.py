@@ -26,6 +26,8 @@ EVERY_CHECK = [
     "logout",
     "frames",
     "exit",
+    "eof",
+    "ping timeout",
 ]
 
 # A backend written by hand with plain sockets and the codec: it behaves well
@@ -97,7 +99,7 @@ def test_echo_backends_pass_every_check(command: list[str]) -> None:
     table = rows(done.stdout)
     assert table == {name: "pass" for name in EVERY_CHECK}, done.stdout
     assert "echoed: typing, paused, stopped" in done.stdout
-    assert "OK: 11 passed, 0 failed, 0 n/a" in done.stdout
+    assert "OK: 13 passed, 0 failed, 0 n/a" in done.stdout
 
 
 def test_echo_console_script_and_refused_login(tmp_path: Path) -> None:
@@ -110,19 +112,22 @@ def test_echo_console_script_and_refused_login(tmp_path: Path) -> None:
     table = rows(done.stdout)
     assert table["login"] == "pass" and "AUTHENTICATION_FAILED" in done.stdout
     assert table["message round trip"] == "n/a"
+    # the ping-timeout check rewrote this configuration with a short interval
+    assert table["ping timeout"] == "pass" and "ping_interval = 0.5" in done.stdout
 
 
 def test_backend_without_pong_fails(broken: list[str]) -> None:
-    done = run_check("--timeout", "3", "--", *broken, "no-pong")
+    done = run_check("--quick", "--timeout", "3", "--", *broken, "no-pong")
     assert done.returncode == 1, done.stdout
     table = rows(done.stdout)
     assert table["connect"] == "pass"
     assert table["ping"] == "fail"
+    assert table["eof"] == table["ping timeout"] == "n/a"  # --quick
     assert "FAILED" in done.stdout
 
 
 def test_backend_sending_garbage_fails(broken: list[str]) -> None:
-    done = run_check("--timeout", "3", "--", *broken, "garbage")
+    done = run_check("--quick", "--timeout", "3", "--", *broken, "garbage")
     assert done.returncode == 1, done.stdout
     table = rows(done.stdout)
     assert table["ping"] == "pass"
@@ -131,9 +136,9 @@ def test_backend_sending_garbage_fails(broken: list[str]) -> None:
 
 
 def test_backend_without_stats_or_login_answer_fails(broken: list[str]) -> None:
-    done = run_check("--timeout", "2", "--", *broken, "no-stats")
+    done = run_check("--quick", "--timeout", "2", "--", *broken, "no-stats")
     assert done.returncode == 1 and rows(done.stdout)["stats"] == "fail", done.stdout
-    done = run_check("--timeout", "2", "--", *broken, "silent-login")
+    done = run_check("--quick", "--timeout", "2", "--", *broken, "silent-login")
     table = rows(done.stdout)
     assert done.returncode == 1 and table["login"] == "fail", done.stdout
     # a backend that is not an echo backend: the round trip is not applicable, not failed
@@ -141,12 +146,21 @@ def test_backend_without_stats_or_login_answer_fails(broken: list[str]) -> None:
 
 
 def test_backend_ignoring_exit_fails_and_is_killed(broken: list[str]) -> None:
-    done = run_check("--timeout", "3", "--exit-timeout", "2", "--", *broken, "ignores-exit")
+    done = run_check("--quick", "--timeout", "3", "--exit-timeout", "2", "--", *broken, "ignores-exit")
     assert done.returncode == 1, done.stdout
     table = rows(done.stdout)
     assert table["exit"] == "fail"
     assert table["login"] == "pass"
     assert table["message round trip"] == "n/a"  # no echo buddy: not applicable
+
+
+def test_backend_without_a_watchdog_fails_only_the_ping_timeout(broken: list[str]) -> None:
+    done = run_check("--timeout", "3", "--", *broken, "none")
+    assert done.returncode == 1, done.stdout
+    table = rows(done.stdout)
+    failed = {name for name, outcome in table.items() if outcome == "fail"}
+    assert failed == {"ping timeout"}, done.stdout
+    assert table["eof"] == "pass"
 
 
 def test_missing_command_fails() -> None:

@@ -13,7 +13,9 @@ Checks: the backend connects; PING is answered with PONG, then STATS; the
 optional BACKEND_CONFIG is reported; LOGIN is answered with CONNECTED or
 DISCONNECTED; a message round trip, a receipt and typing notifications (when the
 backend echoes - otherwise "n/a" with the reason); LOGOUT; every frame parses;
-EXIT makes the process go away within 5 seconds. Every check is bounded by a
+EXIT makes the process go away within 5 seconds; and, with two more starts of the
+backend (skipped with ``--quick``), it exits by itself when the connection closes
+and when no PING comes for three ping intervals. Every check is bounded by a
 timeout. The exit status is 0 when nothing failed, 1 otherwise, 2 for usage
 errors.
 """
@@ -28,14 +30,17 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from twisted.internet import defer, task
 
 from transport.backend import transport_pb2 as pb
 from transport.backend.codec import Packet
+from transport.config import RawEntry, RawSection, parse_ini
 from transport.sdk.config import BackendConfigFile
 from transport.sdk.harness import ConnectionClosed, ExpectTimeout, MainSideHarness, ProcessGone
+from transport.sdk.plugin import MISSED_PINGS_LIMIT
 
 W = pb.WrapperMessage
 
@@ -53,6 +58,25 @@ ping_interval = 20
 
 [backend]
 """
+
+
+#: The ping interval written into the configuration for the ping-timeout check.
+QUIET_PING_INTERVAL = 0.5
+
+
+def config_with_ping_interval(path: str, interval: float) -> str:
+    """The configuration file at *path* rewritten with ``[service] ping_interval = interval``."""
+    sections = parse_ini(Path(path).read_text(encoding="utf-8"), path)
+    if "service" not in sections:
+        sections["service"] = RawSection("service", 0)
+    sections["service"].entries["ping_interval"] = [RawEntry(f"{interval:g}", 0)]
+    lines = ["# written by transport-backend-check for the ping-timeout check"]
+    for name, section in sections.items():
+        lines.append(f"[{name}]")
+        for key, entries in section.entries.items():
+            lines.extend(f"{key} = {entry.value}" for entry in entries)
+        lines.append("")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -74,6 +98,7 @@ class Options:
     timeout: float = 10.0
     exit_timeout: float = 5.0
     verbose: bool = False
+    quick: bool = False
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -91,6 +116,9 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds each check may wait (default 10)")
     parser.add_argument(
         "--exit-timeout", type=float, default=5.0, help="seconds the process has to exit after EXIT (default 5)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the EOF and ping-timeout checks (they start the backend twice more)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the backend's output as it comes")
     argv = list(argv)
@@ -119,6 +147,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         timeout=namespace.timeout,
         exit_timeout=namespace.exit_timeout,
         verbose=namespace.verbose,
+        quick=namespace.quick,
     )
 
 
@@ -160,7 +189,61 @@ class Checker:
             await self._run(harness)
         finally:
             await harness.stop()
+        started = any(r.name == "connect" and r.outcome == PASS for r in self.results)
+        if o.quick:
+            self.record("eof", NA, "skipped (--quick)")
+            self.record("ping timeout", NA, "skipped (--quick)")
+        elif not started:
+            self.skip_rest(["eof", "ping timeout"], "the backend did not connect")
+        else:
+            await self._lifecycle(config_path, show if o.verbose else None)
         return self.results
+
+    async def _lifecycle(self, config_path: str, show: Any) -> None:
+        """A backend must not outlive the main instance: EOF and silence both make it exit."""
+        o = self.options
+        harness = MainSideHarness(self.reactor, o.command, config_path, output=show)
+        try:
+            peer = await harness.start(max(o.timeout, 30.0))
+            peer.close()
+            started = time.monotonic()
+            code = await harness.wait_exit(o.exit_timeout)
+            self.record(
+                "eof", PASS, f"exited {time.monotonic() - started:.2f} s after the connection closed (code {code})"
+            )
+        except ExpectTimeout:
+            self.record("eof", FAIL, f"still running {o.exit_timeout:g} s after the connection closed (killed)")
+        except Exception as e:
+            self.record("eof", FAIL, _describe(e))
+        finally:
+            await harness.stop()
+
+        fd, quiet_config = tempfile.mkstemp(prefix="backend-check-quiet-", suffix=".ini")
+        with os.fdopen(fd, "w") as f:
+            f.write(config_with_ping_interval(config_path, QUIET_PING_INTERVAL))
+        harness = MainSideHarness(self.reactor, o.command, quiet_config, output=show)
+        try:
+            await harness.start(max(o.timeout, 30.0))
+            started = time.monotonic()
+            limit = MISSED_PINGS_LIMIT * QUIET_PING_INTERVAL + o.exit_timeout
+            code = await harness.wait_exit(limit)
+            self.record(
+                "ping timeout",
+                PASS,
+                f"with ping_interval = {QUIET_PING_INTERVAL:g} and no PING, exited after "
+                f"{time.monotonic() - started:.2f} s (code {code})",
+            )
+        except ExpectTimeout:
+            self.record(
+                "ping timeout",
+                FAIL,
+                f"still running {limit:g} s without a PING (ping_interval = {QUIET_PING_INTERVAL:g}; killed)",
+            )
+        except Exception as e:
+            self.record("ping timeout", FAIL, _describe(e))
+        finally:
+            await harness.stop()
+            os.unlink(quiet_config)
 
     async def _ping(self, peer: Any) -> Packet:
         peer.send(W.TYPE_PING)
