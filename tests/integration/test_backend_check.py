@@ -52,8 +52,10 @@ while True:
                 continue
             if flaw == "garbage":
                 s.sendall(b"\x00\x00\x00\x03\xff\xfe\xfd")
+            if flaw == "stats-first":
+                s.sendall(encode(W.TYPE_STATS, pb.Stats(res=1000, init_res=1000, shared=0, id=str(os.getpid()))))
             s.sendall(encode(W.TYPE_PONG))
-            if flaw != "no-stats":
+            if flaw not in ("no-stats", "stats-first"):
                 s.sendall(encode(W.TYPE_STATS, pb.Stats(res=1000, init_res=1000, shared=0, id=str(os.getpid()))))
         elif packet.type == W.TYPE_LOGIN:
             if flaw != "silent-login":
@@ -138,6 +140,8 @@ def test_backend_sending_garbage_fails(broken: list[str]) -> None:
 def test_backend_without_stats_or_login_answer_fails(broken: list[str]) -> None:
     done = run_check("--quick", "--timeout", "2", "--", *broken, "no-stats")
     assert done.returncode == 1 and rows(done.stdout)["stats"] == "fail", done.stdout
+    done = run_check("--quick", "--timeout", "2", "--", *broken, "stats-first")
+    assert done.returncode == 1 and "STATS came before PONG" in done.stdout, done.stdout
     done = run_check("--quick", "--timeout", "2", "--", *broken, "silent-login")
     table = rows(done.stdout)
     assert done.returncode == 1 and table["login"] == "fail", done.stdout

@@ -300,6 +300,9 @@ class Checker:
                 problems.append(f"res={payload.res}")
             if not payload.id:
                 problems.append("empty id")
+            order = [p.type for p in peer.history]
+            if W.TYPE_PONG in order and order.index(W.TYPE_STATS) < order.index(W.TYPE_PONG):
+                problems.append("STATS came before PONG")
             detail = (
                 f"res {payload.res} KiB, init_res {payload.init_res} KiB, shared {payload.shared} KiB, id {payload.id}"
             )
