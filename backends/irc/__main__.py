@@ -1,0 +1,3 @@
+from transport_backends.irc import main
+
+main()

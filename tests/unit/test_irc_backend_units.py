@@ -1,0 +1,86 @@
+"""The IRC backend's pure parts: legacy names, settings, charset fallback, the send rate limiter."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from transport_backends.irc.options import BadLegacyName, IRCSettings, decode_line, irc_lower, is_channel
+from transport_backends.irc.session import TokenBucket
+from twisted.internet.task import Clock
+
+from transport.sdk import BackendConfigFile
+
+
+def test_legacy_name_forms() -> None:
+    s = IRCSettings(server="irc.example.org", port=6667)
+    a = s.address("alice")
+    assert (a.nick, a.host, a.port, a.tls) == ("alice", "irc.example.org", 6667, False)
+    a = s.address("bob@irc.other.net")
+    assert (a.nick, a.host, a.port, a.tls) == ("bob", "irc.other.net", 6667, False)
+    a = s.address("bob@irc.other.net:7000")
+    assert (a.host, a.port, a.tls) == ("irc.other.net", 7000, False)
+    a = s.address("bob@irc.other.net:+6697")
+    assert (a.host, a.port, a.tls) == ("irc.other.net", 6697, True)
+
+
+@pytest.mark.parametrize("name", ["", "#chan", "9lives", "a b", "x@host:99999", "x@host:abc", "@host"])
+def test_bad_legacy_names(name: str) -> None:
+    with pytest.raises(BadLegacyName):
+        IRCSettings(server="irc.example.org").address(name)
+
+
+def test_no_server_anywhere() -> None:
+    with pytest.raises(BadLegacyName, match="irc_server"):
+        IRCSettings().address("alice")
+
+
+def test_settings_from_config() -> None:
+    config = BackendConfigFile.from_text(
+        "[backend]\nirc_server = irc.example.org\nirc_port = 7000\nirc_tls = yes\nirc_send_rate = 0.5\n"
+        "irc_password_mode = nickserv\nirc_fallback_encoding = cp1252\n")
+    s = IRCSettings.from_config(config)
+    assert (s.server, s.port, s.tls, s.send_rate, s.password_mode, s.fallback_encoding) == (
+        "irc.example.org", 7000, True, 0.5, "nickserv", "cp1252")
+
+
+@pytest.mark.parametrize("text", ["[backend]\nirc_port = x\n", "[backend]\nirc_password_mode = sasl\n",
+                                  "[backend]\nirc_fallback_encoding = klingon\n"])
+def test_bad_settings(text: str) -> None:
+    with pytest.raises(ValueError):
+        IRCSettings.from_config(BackendConfigFile.from_text(text))
+
+
+def test_channels_and_case_folding() -> None:
+    assert is_channel("#a") and is_channel("&b") and not is_channel("nick") and not is_channel("")
+    assert irc_lower("Nick[A]\\~") == "nick{a}|^"
+
+
+@given(st.binary(max_size=300))
+def test_decoding_never_fails(raw: bytes) -> None:
+    text = decode_line(raw, "latin-1")
+    try:
+        assert text == raw.decode("utf-8")
+    except UnicodeDecodeError:
+        assert text == raw.decode("latin-1")
+
+
+def test_token_bucket_bursts_then_paces() -> None:
+    clock = Clock()
+    sent: list[str] = []
+    bucket = TokenBucket(clock, rate=2.0, burst=3, send=sent.append)
+    for i in range(7):
+        bucket.put(str(i))
+    assert sent == ["0", "1", "2"]  # the burst goes at once
+    clock.advance(0.5)
+    assert sent == ["0", "1", "2", "3"]  # then 2 per second, in order
+    clock.advance(1.0)
+    assert sent == ["0", "1", "2", "3", "4", "5"]
+    clock.advance(0.5)
+    assert sent == [str(i) for i in range(7)]
+    clock.advance(10)
+    for i in range(7, 10):
+        bucket.put(str(i))  # the bucket refilled while idle
+    assert sent[-3:] == ["7", "8", "9"]
+    bucket.stop()
+    assert not clock.getDelayedCalls()
