@@ -214,12 +214,12 @@ class XmppClient:
         for plugin in ("xep_0030", "xep_0045", "xep_0050", "xep_0054", "xep_0077", "xep_0085", "xep_0092",
                        "xep_0184", "xep_0199", "xep_0224"):
             self.xmpp.register_plugin(plugin)
-        self.xmpp["xep_0184"].auto_ack = False
+        self.xmpp.plugin["xep_0184"].auto_ack = False
         self.xmpp.enable_plaintext = True
         self.xmpp.enable_starttls = False
         self.xmpp.enable_direct_tls = False
-        self.xmpp["feature_mechanisms"].unencrypted_plain = True
-        self.xmpp["feature_mechanisms"].unencrypted_scram = True
+        self.xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
+        self.xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
         self.xmpp.auto_authorize = True
         self.xmpp.auto_subscribe = True
         self.received: list[Any] = []

@@ -87,12 +87,17 @@ class Disco:
                 if commands is None or not commands.has_node(node, iq):
                     raise st.StanzaFailure("item-not-found")
             identities, features = self.identities(), self.transport_features()
-        elif target.kind == "node" and self.is_room(user, target.name):
-            identities = [("conference", "text", target.name)]
-            features = {st.NS_DISCO_INFO, st.NS_MUC, "muc_persistent", "muc_open", "muc_nonanonymous"}
         elif target.kind == "node":
-            identities = [("client", "pc", target.name)]
-            features = set(self.frontend.buddy_features)
+            # a name can be a buddy and a room at once (room@transport/nick is the room)
+            identities, features = [], set()
+            known = self.frontend.users.get(user)
+            room = self.is_room(user, target.name)
+            if not room or (known is not None and target.name in known.buddies):
+                identities.append(("client", "pc", target.name))
+                features |= self.frontend.buddy_features
+            if room:
+                identities.append(("conference", "text", target.name))
+                features |= {st.NS_DISCO_INFO, st.NS_MUC, "muc_persistent", "muc_open", "muc_nonanonymous"}
         else:
             identities = [("client", "pc", target.resource)]
             features = {st.NS_DISCO_INFO}

@@ -94,6 +94,9 @@ class XmppUser:
     unconfirmed: set[str] = field(default_factory=set)
     #: whether a client supports XEP-0144 (by caps ver)
     rosterx: bool = False
+    #: rooms to join again at the next session: room -> (nickname, password, when the last resource went
+    #: away without leaving the room); see ``[xmpp] rejoin_window``
+    rejoin: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
     def full(self, resource: str) -> str:
         return f"{self.jid}/{resource}"

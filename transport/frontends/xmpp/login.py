@@ -74,8 +74,12 @@ class Login:
         if type_ in ("unavailable", "error"):
             known = self.frontend.users.get(bare)
             if known is not None:
-                for resource in [sender.resource] if sender.resource else list(known.resources):
-                    self.close_session(known, resource)
+                if sender.resource:
+                    self.close_session(known, sender.resource)
+                else:
+                    # the server answered our probe: none of the user's resources is online (it restarted?)
+                    for resource in list(known.resources):
+                        self.close_session(known, resource)
             return True
         if type_ is not None or not sender.resource:
             return True
@@ -107,8 +111,15 @@ class Login:
                            automatic: bool) -> defer.Deferred[Any]:
         """Resource *resource* of *bare* is available; fires once the gateway opened its session."""
         user = self.frontend.user(bare)
-        user.unconfirmed.discard(resource)
         gateway = self.frontend.gateway
+        if resource in user.unconfirmed:
+            # the resource answered the probe after a reconnection: its client may have reconnected too
+            # and missed the transport's, the buddies' and the rooms' presences
+            user.unconfirmed.discard(resource)
+            self._present(user, resource)
+            muc = self.frontend.handlers.get("muc")
+            if muc is not None:
+                muc.resource_back(user, resource)
         if resource in user.resources:
             if user.resources[resource] == (value, status):
                 return defer.succeed(None)
@@ -126,12 +137,19 @@ class Login:
             user.connected = True
         if user.connected:
             # a new resource: the transport and the buddies are there already
-            self.frontend.send(self.transport_presence(user, user.full(resource)))
-            roster = self.frontend.handlers.get("roster")
-            if roster is not None:
-                for buddy in user.buddies.values():
-                    self.frontend.send(roster.buddy_presence(user, buddy, user.full(resource)))
+            self._present(user, resource)
+        muc = self.frontend.handlers.get("muc")
+        if muc is not None and user.rejoin:
+            muc.rejoin(user, resource)
         return state
+
+    def _present(self, user: XmppUser, resource: str) -> None:
+        """Send the transport's and the buddies' presence to one resource."""
+        self.frontend.send(self.transport_presence(user, user.full(resource)))
+        roster = self.frontend.handlers.get("roster")
+        if roster is not None and user.connected:
+            for buddy in user.buddies.values():
+                self.frontend.send(roster.buddy_presence(user, buddy, user.full(resource)))
 
     def _open_failed(self, failure: Failure, user: XmppUser, resource: str) -> Failure:
         user.resources.pop(resource, None)
@@ -147,6 +165,7 @@ class Login:
         log.warn("{what} of {user} failed: {reason}", what=what, user=user, reason=failure.getErrorMessage())
 
     def close_session(self, user: XmppUser, resource: str) -> None:
+        """End the session of *resource* (its rooms are joined again if the user comes back soon)."""
         if resource not in user.resources:
             return
         del user.resources[resource]

@@ -53,14 +53,11 @@ class Messages:
         type_ = stanza.getAttribute("type", "normal")
         if type_ == "groupchat" or target.kind == "occupant":
             return False
-        muc = self.frontend.handlers.get("muc")
         user = sender.userhost()
         if type_ == "error":
             return True
         if target.kind == "transport":
             return True  # messages to the transport itself carry nothing for the legacy network
-        if muc is not None and muc.is_joined(user, target.name):
-            return False
         name = target.name
         gateway = self.frontend.gateway
         body_el = st.child(stanza, None, "body")

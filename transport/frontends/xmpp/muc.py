@@ -56,13 +56,32 @@ class Rooms:
         return user is not None and name in user.rooms
 
     def resource_gone(self, user: XmppUser, resource: str) -> None:
-        """*resource* went offline: it left every room it was in."""
+        """*resource* went offline: it left every room it was in, to be joined again when it comes back soon."""
+        now = self.frontend.clock.seconds()
         for room in list(user.rooms.values()):
             if resource in room.resources or resource in room.joining:
+                if room.joined and self.frontend.settings["rejoin_window"] > 0:
+                    user.rejoin[room.name] = (room.nickname, room.password, now)
                 room.resources.discard(resource)
                 room.joining.discard(resource)
                 if not room.resources and not room.joining:
                     self._leave(user, room)
+
+    def resource_back(self, user: XmppUser, resource: str) -> None:
+        """*resource* answered the probe after a reconnection: show it the rooms it is in again."""
+        for room in user.rooms.values():
+            if room.joined and resource in room.resources:
+                self._replay(user, room, resource)
+
+    def rejoin(self, user: XmppUser, resource: str) -> None:
+        """The user's first session after their resources vanished: join their rooms again."""
+        rooms, user.rejoin = user.rejoin, {}
+        oldest = self.frontend.clock.seconds() - self.frontend.settings["rejoin_window"]
+        for name, (nick, password, left_at) in rooms.items():
+            if left_at < oldest or name in user.rooms:
+                continue
+            log.info("{user}: joining {room} again after the reconnection", user=user.jid, room=name)
+            self._join(user, name, nick, password, resource)
 
     def _leave(self, user: XmppUser, room: XmppRoom) -> None:
         user.rooms.pop(room.name, None)
@@ -93,9 +112,6 @@ class Rooms:
         type_ = stanza.getAttribute("type")
         bare = sender.userhost()
         resource = sender.resource or ""
-        if target.kind == "node" and type_ == "unavailable" and self.is_joined(bare, target.name):
-            self._resource_leaves(self.frontend.users[bare], target.name, resource)
-            return True
         if target.kind != "occupant":
             return False
         if type_ in ("subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"):
@@ -171,6 +187,7 @@ class Rooms:
             self.frontend.send(m)
 
     def _resource_leaves(self, user: XmppUser, name: str, resource: str) -> None:
+        user.rejoin.pop(name, None)
         room = user.rooms.get(name)
         if room is None:
             return
@@ -184,15 +201,13 @@ class Rooms:
 
     def message(self, stanza: domish.Element, sender: jidmod.JID, target: Target) -> bool:
         type_ = stanza.getAttribute("type", "normal")
+        if type_ == "error" or (type_ != "groupchat" and target.kind != "occupant"):
+            return False  # chat to room@transport is the buddy of the same name (the message handler's)
         bare = sender.userhost()
         user = self.frontend.users.get(bare)
         room = user.rooms.get(target.name) if user is not None else None
-        if type_ == "error":
-            return True
-        if room is None or (sender.resource not in room.resources):
-            if type_ == "groupchat" or target.kind == "occupant":
-                raise st.StanzaFailure("not-acceptable", "join the room first", "cancel")
-            return False
+        if room is None or sender.resource not in room.resources:
+            raise st.StanzaFailure("not-acceptable", "join the room first", "cancel")
         assert user is not None
         body = st.text_of(st.child(stanza, None, "body"), 64 * 1024 + 1)
         gateway = self.frontend.gateway
@@ -219,8 +234,8 @@ class Rooms:
         """Deliver *event* when it is a room message; False when it is for the buddy handler."""
         user = self.frontend.users.get(event.user)
         room = user.rooms.get(event.buddy) if user is not None else None
-        if room is None or user is None:
-            return False
+        if room is None or user is None or not (event.nickname or event.pm):
+            return False  # a buddy may have the name of a room; room messages name their speaker
         frm = self.frontend.buddy_jid(room.name, event.nickname) if event.nickname else \
             self.frontend.buddy_jid(room.name)
         builder = self.frontend.handlers["message"]

@@ -19,6 +19,9 @@ SECTION = declare(Section("xmpp", "The XEP-0114 component frontend (connection k
     Key("session_grace", "float", 30.0,
         "Seconds after the component reconnected during which users' resources must show up again (answering "
         "the gateway's presence probe) before their sessions are closed.", minimum=0.0),
+    Key("rejoin_window", "float", 300.0,
+        "Rooms a user was in when their resources went offline (client or server restart) are joined again when "
+        "they come back within this many seconds; 0 disables.", minimum=0.0),
     Key("vcard_timeout", "float", 40.0, "Seconds a buddy's vCard may take before the client gets "
         "remote-server-timeout.", minimum=0.1),
     Key("caps_node", "str", "https://github.com/transport/transport",
