@@ -1,0 +1,278 @@
+"""The XMPP frontend at stanza level: the real Gateway, the real pool (an in-memory backend peer), SQLite.
+
+Stanzas go in through :meth:`XmppFrontend.stanza_received` as the component
+link would hand them over; what the frontend sends is collected. Timers run on
+a ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.words.xish import domish
+
+from tests.peers.backends import wait_until
+from tests.unit.test_pool_harness import PeerBackend, make_pool
+from transport.backend import transport_pb2 as pb
+from transport.core.gateway import Gateway
+from transport.frontends.xmpp.disco import caps_ver
+from transport.frontends.xmpp.frontend import XmppFrontend
+from transport.storage.database import open_sqlite
+from transport.storage.gateway import GatewayStore
+
+W = pb.WrapperMessage
+T = "transport.example.org"
+ALICE = "alice@example.org"
+
+
+def parse(xml: str) -> domish.Element:
+    out: list[domish.Element] = []
+    stream = domish.elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = out.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(b"<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>")
+    stream.parse(xml.encode())
+    return out[0]
+
+
+class XmppRig:
+    def __init__(self, tmp_path: Any, **service: Any) -> None:
+        self.pool, self.clock, _ = make_pool(tmp_path, jid=T, admin_jid="boss@example.org", **service)
+        self.database = open_sqlite(tmp_path / "gw.sqlite3")
+        self.store = GatewayStore(self.database)
+        self.gateway = Gateway(self.pool.config, self.store, self.pool, self.clock)
+        self.sent: list[domish.Element] = []
+        self.frontend = XmppFrontend(self.gateway, self.pool.config, self.clock, send=self.sent.append,
+                                     registry={"backend_pool": self.pool})
+        self.gateway.add_frontend(self.frontend)
+        self.peer: PeerBackend | None = None
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        self.database.start()
+        yield self.store.start()
+        peer = self.peer = PeerBackend(self.pool)
+        peer.send(W.TYPE_BACKEND_CONFIG, pb.BackendConfig(config="[features]\nreceipts=1\nmuc=1\n"))
+        peer.pong()
+        peer.take()
+        return peer
+
+    def inject(self, xml: str) -> None:
+        self.frontend.stanza_received(parse(xml))
+
+    def frames(self, type_: int) -> list[Any]:
+        assert self.peer is not None
+        return [p.payload for p in self.peer.received() if p.type == type_]
+
+    def find(self, predicate: Any) -> list[domish.Element]:
+        return [s for s in self.sent if predicate(s)]
+
+    def wait_sent(self, predicate: Any, timeout: float = 30.0) -> defer.Deferred[None]:
+        return wait_until(lambda: bool(self.find(predicate)), timeout)
+
+    @defer.inlineCallbacks
+    def logged_in(self, resource: str = "pc") -> Any:
+        """alice registered, one resource available, CONNECTED."""
+        yield self.gateway.register(ALICE, "alice", "pw")
+        self.inject(f"<presence from='{ALICE}/{resource}' to='{T}'/>")
+        yield wait_until(lambda: bool(self.frames(W.TYPE_LOGIN)), 30)
+        assert self.peer is not None
+        self.peer.send(W.TYPE_CONNECTED, pb.Connected(user=ALICE))
+
+    def stop(self) -> defer.Deferred[None]:
+        return self.database.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Any) -> Any:
+    r = XmppRig(tmp_path)
+    yield r
+    pytest_twisted.blockon(r.stop())
+
+
+def condition(stanza: domish.Element) -> str | None:
+    for err in stanza.elements():
+        if err.name == "error":
+            for c in err.elements():
+                if c.uri == "urn:ietf:params:xml:ns:xmpp-stanzas" and c.name != "text":
+                    return str(c.name)
+    return None
+
+
+def has_child(stanza: domish.Element, uri: str, name: str) -> bool:
+    return any(c.uri == uri and c.name == name for c in stanza.elements())
+
+
+@pytest_twisted.inlineCallbacks
+def test_registration_form_register_and_login(rig: XmppRig) -> None:
+    yield rig.start()
+    rig.inject(f"<iq type='get' id='r1' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'/></iq>")
+    yield rig.wait_sent(lambda s: s.getAttribute("id") == "r1")
+    form = rig.find(lambda s: s.getAttribute("id") == "r1")[0]
+    assert form["type"] == "result" and form["from"] == T and form["to"] == f"{ALICE}/pc"
+    rig.inject(f"<iq type='set' id='r2' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'>"
+               "<username>Alice A</username><password>pw</password></query></iq>")
+    yield rig.wait_sent(lambda s: s.getAttribute("id") == "r2")
+    assert rig.find(lambda s: s.getAttribute("id") == "r2")[0]["type"] == "result"
+    record = yield rig.store.get_user(ALICE)
+    assert record.legacy_name == "Alice A" and record.password == "pw"
+    assert rig.find(lambda s: s.name == "presence" and s.getAttribute("type") == "subscribe" and s["to"] == ALICE)
+    # available presence -> LOGIN; CONNECTED -> the transport's presence with caps
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'><show>chat</show></presence>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_LOGIN)), 30)
+    assert rig.frames(W.TYPE_LOGIN)[0].legacyName == "Alice A"
+    rig.peer.send(W.TYPE_CONNECTED, pb.Connected(user=ALICE))
+    online = rig.find(lambda s: s.name == "presence" and s["from"] == T and not s.getAttribute("type"))
+    assert online and has_child(online[-1], "http://jabber.org/protocol/caps", "c")
+    # a buddy: subscription request with nick the first time, then its presence
+    rig.peer.send(W.TYPE_BUDDY_CHANGED, pb.Buddy(userName=ALICE, buddyName="Bob Smith", alias="Bob",
+                                                 status=pb.STATUS_AWAY, statusMessage="out", iconHash="abc"))
+    bob = f"\\42ob\\20\\53mith@{T}"
+    sub = rig.find(lambda s: s.name == "presence" and s["from"] == bob and s.getAttribute("type") == "subscribe")
+    assert len(sub) == 1 and str(sub[0].nick) == "Bob"
+    pres = rig.find(lambda s: s.name == "presence" and s["from"] == bob and not s.getAttribute("type"))
+    assert str(pres[-1].show) == "away" and str(pres[-1].status) == "out"
+    rig.peer.send(W.TYPE_BUDDY_CHANGED, pb.Buddy(userName=ALICE, buddyName="Bob Smith", status=pb.STATUS_ONLINE))
+    assert len(rig.find(lambda s: s["from"] == bob and s.getAttribute("type") == "subscribe")) == 1
+    # a second resource with dnd -> one STATUS_CHANGED, as the core's rule says
+    rig.inject(f"<presence from='{ALICE}/phone' to='{T}'><show>dnd</show><status>busy</status></presence>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_STATUS_CHANGED)), 30)
+    statuses = [(s.status, s.statusMessage) for s in rig.frames(W.TYPE_STATUS_CHANGED)]
+    assert statuses[-1] == (pb.STATUS_DND, "busy")
+    # both resources gone -> LOGOUT
+    rig.inject(f"<presence from='{ALICE}/phone' to='{T}' type='unavailable'/>")
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}' type='unavailable'/>")
+    assert [p.user for p in rig.frames(W.TYPE_LOGOUT)] == [ALICE]
+
+
+@pytest_twisted.inlineCallbacks
+def test_messages_receipts_chat_states_and_queue_bound(tmp_path: Any) -> None:
+    rig = XmppRig(tmp_path, max_queued_per_user=2)
+    try:
+        yield rig.start()
+        yield rig.logged_in()
+        rig.inject(f"<message from='{ALICE}/pc' to='bob@{T}' type='chat' id='m1'><body>hi</body>"
+                   "<request xmlns='urn:xmpp:receipts'/><composing xmlns='http://jabber.org/protocol/chatstates'/>"
+                   "</message>")
+        sent = rig.frames(W.TYPE_CONV_MESSAGE)
+        assert [(m.buddyName, m.message, m.id) for m in sent] == [("bob", "hi", "m1")]
+        assert rig.frames(W.TYPE_BUDDY_TYPING)
+        rig.peer.send(W.TYPE_CONV_MESSAGE_ACK, pb.ConversationMessage(userName=ALICE, buddyName="bob", message="",
+                                                                      id="m1"))
+        receipt = rig.find(lambda s: s.name == "message" and has_child(s, "urn:xmpp:receipts", "received"))
+        assert receipt and receipt[0]["to"] == f"{ALICE}/pc" and receipt[0]["from"] == f"bob@{T}"
+        # from the backend: to the bare JID, with delay and xhtml
+        rig.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName=ALICE, buddyName="bob", message="yo",
+                                                                  timestamp="20240102T030405",
+                                                                  xhtml="<b>yo</b>"))
+        got = rig.find(lambda s: s.name == "message" and s.getAttribute("from") == f"bob@{T}" and s.body)
+        assert got[-1]["to"] == ALICE and str(got[-1].body) == "yo"
+        assert got[-1].delay["stamp"] == "2024-01-02T03:04:05Z"
+        assert got[-1].html is not None
+        rig.peer.send(W.TYPE_BUDDY_TYPED, pb.Buddy(userName=ALICE, buddyName="bob"))
+        assert rig.find(lambda s: has_child(s, "http://jabber.org/protocol/chatstates", "paused"))
+        # the backend goes away: messages queue up to the bound, then resource-constraint
+        rig.peer.lose("crash")
+        for i in range(4):
+            rig.inject(f"<message from='{ALICE}/pc' to='bob@{T}' type='chat' id='q{i}'><body>q{i}</body></message>")
+        errors = rig.find(lambda s: s.getAttribute("type") == "error" and s.getAttribute("id", "").startswith("q"))
+        assert [(e["id"], condition(e)) for e in errors] == [("q2", "resource-constraint"),
+                                                              ("q3", "resource-constraint")]
+    finally:
+        yield rig.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_disco_ping_version_and_errors(rig: XmppRig) -> None:
+    yield rig.start()
+    rig.inject(f"<iq type='get' id='d1' from='x@example.org/r' to='{T}'>"
+               "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    info = rig.find(lambda s: s.getAttribute("id") == "d1")[0]
+    identities = [(i["category"], i["type"]) for i in info.query.elements() if i.name == "identity"]
+    features = {f["var"] for f in info.query.elements() if f.name == "feature"}
+    assert ("gateway", "echo") in identities and ("conference", "text") in identities
+    assert {"jabber:iq:register", "urn:xmpp:ping", "http://jabber.org/protocol/muc"} <= features
+    disco = rig.frontend.handlers["disco"]
+    assert disco.ver() == caps_ver(disco.identities(), disco.transport_features())
+    rig.inject(f"<iq type='get' id='p1' from='x@example.org/r' to='bob@{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert rig.find(lambda s: s.getAttribute("id") == "p1")[0]["type"] == "result"
+    rig.inject(f"<iq type='get' id='u1' from='x@example.org/r' to='{T}'><nothing xmlns='urn:example'/></iq>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "u1")[0]) == "service-unavailable"
+    rig.inject(f"<iq type='get' id='u2' from='@@@' to='{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "u2")[0]) == "jid-malformed"
+    rig.inject(f"<iq type='get' from='x@example.org/r' to='{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert condition(rig.sent[-1]) == "bad-request"
+    rig.inject(f"<iq type='set' id='c1' from='x@example.org/r' to='{T}'>"
+               "<command xmlns='http://jabber.org/protocol/commands' node='status'/></iq>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "c1")[0]) == "forbidden"
+    # a message from someone who is not logged in: an error, not silence
+    rig.inject(f"<message from='x@example.org/r' to='bob@{T}' id='n1' type='chat'><body>hey</body></message>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "n1")[0]) == "recipient-unavailable"
+    # every stanza the frontend sent has a from
+    assert all(s.getAttribute("from") for s in rig.sent)
+
+
+@pytest_twisted.inlineCallbacks
+def test_vcard_of_a_buddy_and_its_timeout(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    rig.inject(f"<iq type='get' id='v1' from='{ALICE}/pc' to='bob@{T}'><vCard xmlns='vcard-temp'/></iq>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_VCARD)), 30)
+    request = rig.frames(W.TYPE_VCARD)[0]
+    rig.peer.send(W.TYPE_VCARD, pb.VCard(userName=ALICE, buddyName="bob", id=request.id, fullname="Bob B",
+                                         photo=b"\x89PNG...."))
+    yield rig.wait_sent(lambda s: s.getAttribute("id") == "v1")
+    card = rig.find(lambda s: s.getAttribute("id") == "v1")[0]
+    assert card["type"] == "result" and str(card.vCard.FN) == "Bob B" and str(card.vCard.PHOTO.TYPE) == "image/png"
+    rig.inject(f"<iq type='get' id='v2' from='{ALICE}/pc' to='carl@{T}'><vCard xmlns='vcard-temp'/></iq>")
+    rig.clock.advance(41)
+    yield rig.wait_sent(lambda s: s.getAttribute("id") == "v2")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "v2")[0]) == "remote-server-timeout"
+
+
+@pytest_twisted.inlineCallbacks
+def test_muc_join_occupants_self_presence_and_refusal(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    room = f"lobby@{T}"
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'>"
+               "<password>s3</password></x></presence>")
+    join = rig.frames(W.TYPE_JOIN_ROOM)
+    assert [(j.room, j.nickname, j.password) for j in join] == [("lobby", "al", "s3")]
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="op", flag=1,
+                                                             status=pb.STATUS_ONLINE))
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16,
+                                                             status=pb.STATUS_ONLINE))
+    presences = [s for s in rig.sent if s.name == "presence" and s["from"].startswith(room + "/")]
+    assert [p["from"] for p in presences] == [f"{room}/op", f"{room}/al"]
+    assert presences[0].x.item["role"] == "moderator"
+    assert [c["code"] for c in presences[1].x.elements() if c.name == "status"] == ["110"]
+    assert rig.find(lambda s: s.name == "message" and s.getAttribute("type") == "groupchat" and s.subject)
+    # groupchat both ways
+    rig.inject(f"<message from='{ALICE}/pc' to='{room}' type='groupchat' id='g1'><body>hello</body></message>")
+    assert [(m.buddyName, m.message) for m in rig.frames(W.TYPE_CONV_MESSAGE)] == [("lobby", "hello")]
+    rig.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName=ALICE, buddyName="lobby", nickname="op",
+                                                              message="welcome"))
+    msg = rig.find(lambda s: s.name == "message" and s.getAttribute("from") == f"{room}/op")
+    assert msg[-1]["type"] == "groupchat" and msg[-1]["to"] == f"{ALICE}/pc"
+    # a rename of another participant: 303
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="op",
+                                                             newname="boss", flag=1, status=pb.STATUS_ONLINE))
+    gone = rig.find(lambda s: s.getAttribute("from") == f"{room}/op" and s.getAttribute("type") == "unavailable")
+    assert gone and gone[0].x.item["nick"] == "boss"
+    # a room refusing the nickname
+    rig.inject(f"<presence from='{ALICE}/pc' to='other@{T}/op'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="other", nickname="op", flag=2,
+                                                             status=pb.STATUS_NONE))
+    err = rig.find(lambda s: s.getAttribute("from") == f"other@{T}/op" and s.getAttribute("type") == "error")
+    assert err and condition(err[0]) == "conflict"
+    # leaving
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al' type='unavailable'/>")
+    assert [r.room for r in rig.frames(W.TYPE_LEAVE_ROOM)][-1] == "lobby"
+    # a groupchat message to a room one is not in
+    rig.inject(f"<message from='{ALICE}/pc' to='{room}' type='groupchat' id='g2'><body>late</body></message>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "g2")[0]) == "not-acceptable"
