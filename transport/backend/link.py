@@ -67,6 +67,9 @@ class BackendLink(protocol.Protocol):
         self.pinged_again = False
         self.bind_timer: Any = None
         self.stats_seen = False
+        #: frames this link carried (per backend, for the metrics)
+        self.frames_in = 0
+        self.frames_out = 0
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer() if self.transport is not None else None
@@ -94,6 +97,7 @@ class BackendLink(protocol.Protocol):
                 log.warn("{name}: skipped a frame that does not parse ({reason}); further ones are counted",
                          name=self.name, reason=reason)
         COUNTERS.frames_in += len(packets)
+        self.frames_in += len(packets)
         owner = self.owner
         for packet in packets:
             if self.closed:
@@ -107,6 +111,7 @@ class BackendLink(protocol.Protocol):
         if self.closed or self.transport is None:
             return
         COUNTERS.frames_out += 1
+        self.frames_out += 1
         self.transport.write(encode(type_, payload))
 
     def close(self, reason: str) -> None:

@@ -134,6 +134,10 @@ class Backend:
     start_timer: IDelayedCall | None = None
     barrier_call: IDelayedCall | None = None
     ft_logged: bool = False
+    #: the periodic PING awaiting its PONG: (pings_sent after it, when it was sent)
+    ping_mark: tuple[int, float] | None = None
+    #: seconds between the last answered periodic PING and its PONG
+    ping_latency: float | None = None
 
     @property
     def name(self) -> str:
@@ -173,6 +177,8 @@ class BackendPool(service.Service):
         self.waiting: dict[str, Any] = {}
         self.spawning: Backend | None = None
         self.crashes: list[CrashRecord] = []
+        #: backends gone without being asked since start (``crashes`` keeps the last 1000)
+        self.crashes_total = 0
         self.port: IListeningPort | None = None
         self.host = "127.0.0.1"
         self.port_number = 0
@@ -359,6 +365,9 @@ class BackendPool(service.Service):
             return
         if t == W.TYPE_PONG:
             backend.pongs_received += 1
+            if backend.ping_mark is not None and backend.pongs_received >= backend.ping_mark[0]:
+                backend.ping_latency = self.clock.seconds() - backend.ping_mark[1]
+                backend.ping_mark = None
             if backend.users:
                 self.sink.backend_confirmed(backend.users)
         elif t == W.TYPE_STATS:
@@ -495,6 +504,7 @@ class BackendPool(service.Service):
         if backend.link is not None:
             backend.link.close(reason)
         users = sorted(backend.users)
+        self.crashes_total += 1
         self.crashes.append(CrashRecord(backend.id, backend.pid, reason, time.time(), len(users)))
         del self.crashes[:-1000]
         log.error("{name} (pid {pid}) is gone: {reason}; {n} users to log in again", name=backend.name,
@@ -538,6 +548,7 @@ class BackendPool(service.Service):
                 continue
             backend.alive = False
             backend.pings_sent += 1
+            backend.ping_mark = (backend.pings_sent, self.clock.seconds())
             backend.send(W.TYPE_PING)
         for link in list(self._unbound):
             if link.pinged_again:
