@@ -276,3 +276,23 @@ def test_muc_join_occupants_self_presence_and_refusal(rig: XmppRig) -> None:
     # a groupchat message to a room one is not in
     rig.inject(f"<message from='{ALICE}/pc' to='{room}' type='groupchat' id='g2'><body>late</body></message>")
     assert condition(rig.find(lambda s: s.getAttribute("id") == "g2")[0]) == "not-acceptable"
+
+
+@pytest_twisted.inlineCallbacks
+def test_roster_item_exchange_for_clients_that_announce_it(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.gateway.register(ALICE, "alice", "pw")
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+               "node='https://client.example' ver='abc='/></presence>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_LOGIN)), 30)
+    query = rig.find(lambda s: s.name == "iq" and s["to"] == f"{ALICE}/pc" and s.query is not None)
+    assert query and query[0].query["node"] == "https://client.example#abc="
+    rig.inject(f"<iq type='result' id='{query[0]['id']}' from='{ALICE}/pc' to='{T}'>"
+               "<query xmlns='http://jabber.org/protocol/disco#info'>"
+               "<feature var='http://jabber.org/protocol/rosterx'/></query></iq>")
+    rig.peer.send(W.TYPE_CONNECTED, pb.Connected(user=ALICE))
+    rig.peer.send(W.TYPE_BUDDY_CHANGED, pb.Buddy(userName=ALICE, buddyName="bob", alias="Bob", group=["Friends"],
+                                                 status=pb.STATUS_ONLINE))
+    exchange = rig.find(lambda s: s.name == "message" and has_child(s, "http://jabber.org/protocol/rosterx", "x"))
+    assert exchange and exchange[0].x.item["jid"] == f"bob@{T}" and str(exchange[0].x.item.group) == "Friends"
+    assert not rig.find(lambda s: s.getAttribute("type") == "subscribe" and s["from"] == f"bob@{T}")

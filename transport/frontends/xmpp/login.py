@@ -91,6 +91,9 @@ class Login:
         vcard = self.frontend.handlers.get("vcard")
         if vcard is not None:
             vcard.user_presence(stanza, bare)
+        roster = self.frontend.handlers.get("roster")
+        if roster is not None:
+            roster.client_caps(stanza, sender)
         return True
 
     def answer_probe(self, bare: str, target: Target) -> None:

@@ -25,15 +25,47 @@ from transport.frontends.xmpp.frontend import Target, XmppFrontend, XmppUser
 
 log = Logger()
 NS_ROSTERX = "http://jabber.org/protocol/rosterx"
+#: caps versions remembered
+MAX_CAPS = 1000
 
 
 class Roster:
     def __init__(self, frontend: XmppFrontend) -> None:
         self.frontend = frontend
+        #: XEP-0115 ver -> whether that client supports XEP-0144
+        self.rosterx_by_ver: dict[str, bool] = {}
         frontend.on_presence(self.subscription)
         frontend.on_event(ev.BuddyChanged, self.buddy_changed)
         frontend.on_event(ev.BuddyRemoved, self.buddy_removed)
         frontend.on_event(ev.AuthRequest, self.auth_request)
+
+    def client_caps(self, stanza: domish.Element, sender: jidmod.JID) -> None:
+        """Learn from a user's presence (XEP-0115 caps) whether their client takes XEP-0144 roster items."""
+        caps = st.child(stanza, st.NS_CAPS, "c")
+        user = self.frontend.users.get(sender.userhost())
+        if caps is None or user is None:
+            return
+        ver = caps.getAttribute("ver", "")[:100]
+        if ver in self.rosterx_by_ver:
+            user.rosterx = user.rosterx or self.rosterx_by_ver[ver]
+            return
+        if len(self.rosterx_by_ver) >= MAX_CAPS:
+            self.rosterx_by_ver.clear()
+        self.rosterx_by_ver[ver] = False
+        iq = domish.Element((None, "iq"))
+        iq["type"], iq["to"], iq["from"] = "get", sender.full(), self.frontend.domain
+        query = iq.addElement((st.NS_DISCO_INFO, "query"))
+        query["node"] = f"{caps.getAttribute('node', '')}#{ver}"[:300]
+        d = self.frontend.request(iq)
+        d.addCallback(self._caps_info, ver, user)
+        d.addErrback(lambda f: None)  # a client that does not answer keeps subscription requests
+
+    def _caps_info(self, result: domish.Element, ver: str, user: XmppUser) -> None:
+        query = st.child(result, st.NS_DISCO_INFO, "query")
+        features = {f.getAttribute("var") for f in query.elements() if f.name == "feature"} if query else set()
+        supported = NS_ROSTERX in features
+        self.rosterx_by_ver[ver] = supported
+        user.rosterx = user.rosterx or supported
 
     def buddy_presence(self, user: XmppUser, buddy: ev.Buddy, to: str | None = None) -> domish.Element:
         frm = self.frontend.buddy_jid(buddy.name)
