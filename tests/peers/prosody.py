@@ -57,12 +57,13 @@ def _lua_string(value: str) -> str:
 class ProsodyServer:
     """One private Prosody process (see the module docstring)."""
 
-    def __init__(self, accounts: tuple[str, ...] = ACCOUNTS, component_secret: str | None = None) -> None:
+    def __init__(self, accounts: tuple[str, ...] = ACCOUNTS, component_secret: str | None = None,
+                 component: str = COMPONENT) -> None:
         if not Path(PROSODY).exists():
             raise RuntimeError(f"Prosody is not installed: {PROSODY} is missing (apt-get install prosody)")
         self.directory = Path(tempfile.mkdtemp(prefix="transport-prosody-"))
         self.domain = DOMAIN
-        self.component = COMPONENT
+        self.component = component
         self.c2s_port = free_port()
         self.component_port = free_port()
         self.component_secret = component_secret or secrets.token_hex(12)
