@@ -477,3 +477,53 @@ async def test_fuzzed_packets_against_live_hosts(hosts: Hosts) -> None:
     finally:
         globalLogPublisher.removeObserver(observe)
     assert failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_announce_retried_until_the_network_host_is_up(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        net_port = s.getsockname()[1]
+    config = configuration.load_text(f"""
+[service]
+state_dir = {tmp_path / 'state'}
+[hosts]
+enabled = true
+[host:late]
+type = group
+title = Early bird
+description = starts before its directory
+network_host = tcp:127.0.0.1:{net_port}
+announce_retry = 0.1
+""", str(tmp_path / "t.ini"))
+    database = open_sqlite(tmp_path / "hosts.sqlite3")
+    database.start()
+    service = HostsService(config, reactor, database)
+    service.startService()
+    host = service.user_hosts["late"]
+    await host.ready
+    ident = Identity.generate("net")
+    directory = Directory(reactor.seconds)
+    handler = NetworkHost(directory, ident.online_id)
+    port = None
+    try:
+        for _ in range(2400):  # the first try fails: nothing listens yet
+            if host.announcements:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        assert host.last_announce_error is not None
+        port = await listen(reactor, f"tcp:{net_port}:interface=127.0.0.1",
+                            PeerFactory(handler, ident, Announce(src=ident.online_id), reactor=reactor))
+        for _ in range(2400):  # a retry comes every 0.1 s; give a loaded machine two minutes
+            if directory.lookup(GROUP, host.online_id) is not None:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        assert directory.lookup(GROUP, host.online_id).title == "Early bird"  # type: ignore[union-attr]
+        assert host.last_announce_error is None
+    finally:
+        await service.stopService()
+        if port is not None:
+            await port.stopListening()
+        await database.close()

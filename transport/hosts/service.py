@@ -156,6 +156,7 @@ class UserHostService(service.Service):
         self.last_announce_error: str | None = None
         self._announcer: task.LoopingCall | None = None
         self._poller: task.LoopingCall | None = None
+        self._retry: Any = None
 
     def now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -235,8 +236,13 @@ class UserHostService(service.Service):
             return True
 
         def failed(failure: Any) -> bool:
+            self.announcements += 1
             self.last_announce_error = failure.getErrorMessage()
-            log.warn("hosts: {name}: announcing failed: {why}", name=self.host_name, why=self.last_announce_error)
+            retry = min(self.values["announce_retry"], self.values["announce_interval"])
+            log.warn("hosts: {name}: announcing failed: {why}; retrying in {retry:g} s", name=self.host_name,
+                     why=self.last_announce_error, retry=retry)
+            if self.running and (self._retry is None or not self._retry.active()):
+                self._retry = self.reactor.callLater(retry, self.announce)
             return False
 
         return d.addCallbacks(done, failed)
@@ -282,6 +288,8 @@ class UserHostService(service.Service):
         for loop in (self._announcer, self._poller):
             if loop is not None and loop.running:
                 loop.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         for conn in list(self.factory.connections):
             conn.abort()
         if self.port is not None:
