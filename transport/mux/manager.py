@@ -56,11 +56,13 @@ class ConnectionManager:
     ``account_ca``: when set, peers' certificates must chain to it.
     ``trusted_devices``: when set, only these device ids may connect to us
     (outgoing connections are always pinned to the device dialled).
+    ``clock``: timers (beacons); defaults to the reactor.
     """
 
     log = Logger()
 
-    def __init__(self, identity: DeviceIdentity, *, reactor: Any = None, account_ca: x509.Certificate | None = None,
+    def __init__(self, identity: DeviceIdentity, *, reactor: Any = None, clock: Any = None,
+                 account_ca: x509.Certificate | None = None,
                  trusted_devices: Iterable[str] | None = None, beacon_interval: float = DEFAULT_BEACON_INTERVAL,
                  beacon_timeout: float = DEFAULT_BEACON_TIMEOUT, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         if reactor is None:
@@ -69,6 +71,8 @@ class ConnectionManager:
         self.identity = identity
         self.device_id = identity.device_id
         self.reactor = reactor
+        #: timers (beacons, pull producers); the reactor unless a test injects a task.Clock
+        self.clock = clock if clock is not None else reactor
         self.account_ca = account_ca
         self.trusted_devices = (frozenset(normalize_device_id(d) for d in trusted_devices)
                                 if trusted_devices is not None else None)
@@ -177,10 +181,12 @@ class ConnectionManager:
             s.close()
         return defer.gatherResults(closing).addCallback(lambda _: None)
 
-    def send_beacons(self) -> None:
-        """Check every connection is alive (call after a connectivity change)."""
-        for s in list(self._sockets):
-            s.send_beacon()
+    def send_beacons(self) -> defer.Deferred[list[bool]]:
+        """Check every connection is alive (call after a connectivity change).
+
+        Fires with one bool per connection: answered, or timed out (that connection is then closed).
+        """
+        return defer.gatherResults([s.send_beacon() for s in list(self._sockets) if s.is_connected])
 
     def connections(self) -> list[dict[str, Any]]:
         """Every live connection with its channels (id, name, bytes in/out, created)."""
@@ -190,7 +196,7 @@ class ConnectionManager:
 
     def _new_socket(self, is_client: bool) -> MultiplexedSocket:
         sock = MultiplexedSocket(
-            is_client, self.reactor, decide=self._decide, ready=self._ready, local_device=self.device_id,
+            is_client, self.clock, decide=self._decide, ready=self._ready, local_device=self.device_id,
             beacon_interval=self.beacon_interval, beacon_timeout=self.beacon_timeout, max_buffered=self.max_buffered,
         )
         self._sockets.add(sock)

@@ -81,14 +81,15 @@ class MultiplexedSocket(Protocol):
         self._pending: dict[int, defer.Deferred[ChannelSocket]] = {}
         self._cancelled: set[int] = set()
         self._beacon_call: Any = None
+        self._beacon_waiters: list[defer.Deferred[bool]] = []
         self._idle_call: Any = None
         self._last_received = clock.seconds()
         self._close_reason: Exception | None = None
         self.is_connected = False
         #: fires with this socket once the TLS handshake verified the peer
         self.handshake_done: defer.Deferred[MultiplexedSocket] = defer.Deferred()
-        #: fires (with the reason) when the connection is gone
-        self.closed: defer.Deferred[Failure] = defer.Deferred()
+        #: fires with the cause (an exception, not a failure) when the connection is gone
+        self.closed: defer.Deferred[Exception] = defer.Deferred()
 
     def __repr__(self) -> str:
         return f"<MultiplexedSocket peer={self.peer_device} channels={len(self.channels)}>"
@@ -115,6 +116,8 @@ class MultiplexedSocket(Protocol):
         for call in (self._beacon_call, self._idle_call):
             if call is not None and call.active():
                 call.cancel()
+        self._beacon_call = None
+        self._beacon_settled(False)
         cause: Exception
         if self._close_reason is not None:
             cause = self._close_reason
@@ -139,11 +142,13 @@ class MultiplexedSocket(Protocol):
         for channel in channels.values():
             channel._lost(Failure(cause if isinstance(cause, error.ConnectionLost)
                                   else error.ConnectionLost(str(cause))))
-        self.closed.callback(Failure(cause))
+        self.closed.callback(cause)
 
     def close(self) -> None:
         """Close the TLS connection (channels end with ConnectionLost)."""
         if self.transport is not None and self.is_connected:
+            # the TLS transport waits for its producer to go before closing
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
 
     def _abort(self, reason: Exception) -> None:
@@ -153,18 +158,33 @@ class MultiplexedSocket(Protocol):
 
     # --- beacons ----------------------------------------------------------
 
-    def send_beacon(self) -> None:
-        """Ask the peer to prove it is alive (e.g. after a connectivity change)."""
-        if not self.is_connected or self._beacon_call is not None:
-            return
-        self._write(self.mux.send_beacon())
-        self._beacon_call = self.clock.callLater(self.beacon_timeout, self._beacon_expired)
+    def send_beacon(self) -> defer.Deferred[bool]:
+        """Ask the peer to prove it is alive (e.g. after a connectivity change).
+
+        Fires True when the answer arrives, False when the beacon timed out (the
+        connection is then aborted and every channel fails with BeaconTimeout).
+        """
+        d: defer.Deferred[bool] = defer.Deferred()
+        if not self.is_connected:
+            d.callback(False)
+            return d
+        self._beacon_waiters.append(d)
+        if self._beacon_call is None:
+            self._write(self.mux.send_beacon())
+            self._beacon_call = self.clock.callLater(self.beacon_timeout, self._beacon_expired)
+        return d
+
+    def _beacon_settled(self, answered: bool) -> None:
+        waiters, self._beacon_waiters = self._beacon_waiters, []
+        for d in waiters:
+            d.callback(answered)
 
     def _beacon_expired(self) -> None:
         self._beacon_call = None
         self.log.warn("mux: beacon to {peer} unanswered after {t}s; closing", peer=self.peer_device,
                       t=self.beacon_timeout)
         self._abort(BeaconTimeout(f"beacon unanswered within {self.beacon_timeout}s"))
+        self._beacon_settled(False)
 
     def _schedule_idle_check(self) -> None:
         if self.beacon_interval > 0:
@@ -255,6 +275,7 @@ class MultiplexedSocket(Protocol):
                 if self._beacon_call is not None and self._beacon_call.active():
                     self._beacon_call.cancel()
                 self._beacon_call = None
+                self._beacon_settled(True)
             elif isinstance(ev, m.ChannelRefused):
                 self.log.info("mux: refused request {name!r} from {peer}: {reason}", name=ev.name,
                               peer=self.peer_device, reason=ev.reason)
