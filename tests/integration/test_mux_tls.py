@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, error, protocol, reactor, task
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from transport.mux.channel import ChannelSocket
 from transport.mux.identity import CertificateAuthority, DeviceIdentity, PeerRefused
