@@ -73,9 +73,15 @@ def default_identity_dir() -> Path:
     return Path(base) / "transport-hosts" / "identity"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options and sub-commands of ``transport-hosts`` to *parser* (dispatch with :func:`run`)."""
-    parser.add_argument("-c", "--config", help="configuration file (for host names and admin commands)")
+def add_arguments(parser: argparse.ArgumentParser, config_option: bool = True) -> argparse.ArgumentParser:
+    """Add the options and sub-commands of ``transport-hosts`` to *parser* (dispatch with :func:`run`).
+
+    A parent parser that already has ``-c/--config`` (``transportctl``) passes
+    ``config_option=False``: a sub-parser's default would otherwise overwrite the
+    parent's parsed value.
+    """
+    if config_option:
+        parser.add_argument("-c", "--config", help="configuration file (for host names and admin commands)")
     parser.add_argument("--identity", type=Path, help="client identity directory "
                         f"(default: {default_identity_dir()})")
     parser.add_argument("--name", default="", help="the name this client announces")
@@ -142,7 +148,7 @@ def _host_arguments(p: argparse.ArgumentParser, types: list[str]) -> None:
 
 
 def _load_config(args: argparse.Namespace, required: bool = False) -> configuration.Config | None:
-    if args.config is None:
+    if getattr(args, "config", None) is None:
         if required:
             raise UsageError("this command needs the configuration file (-c)")
         return None
