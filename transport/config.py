@@ -33,6 +33,7 @@ SECTION_MODULES = (
     "transport.statusd.settings",
     "transport.hosts.settings",
     "transport.mux.settings",
+    "transport.ops.settings",
 )
 
 #: Sections read by backends, passed through unchecked.
@@ -279,6 +280,15 @@ declare(Section("logging", "Log output.", [
     Key("format", "choice", "text", "text or json (one JSON object per line).", choices=("text", "json")),
     Key("file", "path", "", "Log file (rotated); empty logs to twistd's log (stdout with -n)."),
     Key("backend_output", "bool", True, "Copy backends' stdout/stderr into the log, tagged with the backend id."),
+    Key("levels", "list", [],
+        "Per-subsystem levels, NAME:LEVEL (e.g. transport.backend:debug, backend:warn); NAME is a logger "
+        "namespace and covers its sub-namespaces (NAME.x) and backend output (NAME-N).", reloadable=True),
+    Key("max_size", "size", 10 * 1024 * 1024, "Rotate the log file when it reaches this size; 0 never rotates.",
+        minimum=0),
+    Key("keep", "int", 5, "Rotated log files kept (FILE.1 is the newest); 0 keeps every one.", minimum=0),
+    Key("timestamps", "choice", "auto",
+        "Timestamps on text lines; auto omits them when stdout is the systemd journal (JOURNAL_STREAM).",
+        choices=("auto", "yes", "no")),
 ]))
 
 
@@ -370,6 +380,14 @@ class Config:
             if name.startswith(prefix + ":"):
                 out[name.split(":", 1)[1]] = values
         return out
+
+    def replace(self, section: str, key: str, value: Any, line: int | None = None) -> None:
+        """Set one value in place (a reload applying a ``reloadable`` key; parts read values live)."""
+        self._values[section][key] = value
+        if line:
+            self.lines[(section, key)] = line
+        else:
+            self.lines.pop((section, key), None)
 
     def is_set(self, section: str, key: str) -> bool:
         """Whether the file set the key (rather than the default applying)."""

@@ -91,6 +91,8 @@ def make_service(config: configuration.Config, reactor: Any = None) -> service.M
     for section, module in OPTIONAL_PARTS:
         if config[section]["enabled"]:
             importlib.import_module(module).make_service(context).setServiceParent(top)
+    # operations (transport.ops): readiness, reload (SIGHUP), /metrics, /status
+    importlib.import_module("transport.ops.service").make_service(context).setServiceParent(top)
     if config.get("service", "web_port"):
         WebSiteService(config.get("service", "web_port"), web_root, reactor).setServiceParent(top)
     return top
@@ -115,4 +117,7 @@ class TransportServiceMaker:
             config = configuration.load(options["config"], options.get("overrides", ()))
         except configuration.ConfigError as e:
             raise SystemExit(f"transport: configuration error: {e}") from None
-        return make_service(config)
+        # the log observer from [logging] and twistd's -l/-n (transport.ops.logs)
+        from transport.ops.service import twistd_root
+
+        return twistd_root(make_service(config), config, options)

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "messages_to_frontend": ("messages_to_frontend", "messages delivered to the frontends"),
     "register": ("register USER LEGACY_NAME [PASSWORD [EXTRA]]", "register a user (public registration not needed)"),
     "unregister": ("unregister USER", "remove a user's registration"),
+    "reload": ("reload", "read the configuration file again; apply what can change live, list what needs a restart"),
     "help": ("help", "this list"),
 }
 
@@ -54,6 +55,8 @@ class AdminCommands:
         self.pool = pool
         self.clock = clock
         self.started_at = clock() if started_at is None else started_at
+        #: the instance's ``context.registry`` (``reload`` finds the ops service there)
+        self.registry: dict[str, Any] = {}
 
     def run(self, command: str, args: Sequence[str] = ()) -> defer.Deferred[str]:
         """Run *command*; fires with its output, or fails with :class:`AdminError`."""
@@ -159,6 +162,15 @@ class AdminCommands:
         d = self.gateway.unregister(user)
         return d.addCallback(lambda existed: f"User {user} unregistered." if existed
                              else f"User {user} is not registered.")
+
+    def cmd_reload(self) -> str:
+        ops = self.registry.get("ops")
+        if ops is None:
+            raise AdminError("reload is not available in this instance")
+        result = ops.reload_config()
+        if not result.ok:
+            raise AdminError(result.summary())
+        return str(result.summary())
 
     def cmd_help(self) -> str:
         width = max(len(u) for u, _ in COMMANDS.values())

@@ -27,6 +27,7 @@ class AdminService(service.MultiService):
     def __init__(self, context: Any, gateway: Any, pool: Any) -> None:
         super().__init__()
         self.commands = AdminCommands(gateway, pool)
+        self.commands.registry = context.registry  # for "reload" (transport.ops)
         self.endpoint = admin_endpoint(context.config)
         self.factory = AdminFactory(self.commands, context.config.get("service", "admin_token"))
         strports.service(self.endpoint, self.factory, reactor=context.reactor).setServiceParent(self)

@@ -1,0 +1,1 @@
+"""Running Transport as a service: systemd readiness, logging, reload, the unit file."""

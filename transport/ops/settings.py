@@ -1,0 +1,43 @@
+"""The ``[monitoring]`` section (metrics endpoint, status page) and the check of ``[logging] levels``."""
+
+from __future__ import annotations
+
+from transport.config import Config, ConfigError, Key, Section, add_validator, declare
+
+LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
+
+declare(Section("monitoring", "The Prometheus metrics endpoint and the status page, both on the web port.", [
+    Key("metrics", "bool", True, "Serve Prometheus metrics (text exposition) at /metrics."),
+    Key("metrics_auth", "bool", False,
+        "/metrics asks for [service] admin_token too (HTTP Basic password, or Authorization: Bearer)."),
+    Key("status_page", "bool", True,
+        "Serve the status page at /status (login: any user name, [service] admin_token as password)."),
+    Key("sample_interval", "float", 10.0, "Seconds between the status page's samples.", minimum=1.0,
+        maximum=600.0),
+    Key("history", "float", 3600.0, "Seconds of samples the status page's charts show.", minimum=60.0,
+        maximum=86400.0),
+]))
+
+
+def parse_levels(entries: list[str]) -> dict[str, str]:
+    """``["transport.backend:debug", ...]`` as ``{namespace: level}``; ValueError names the bad entry."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        name, sep, level = entry.rpartition(":")
+        name, level = name.strip(), level.strip().lower()
+        if level == "warning":
+            level = "warn"
+        if not sep or not name or level not in LEVEL_NAMES:
+            raise ValueError(f"{entry!r} is not NAME:LEVEL with LEVEL one of {', '.join(LEVEL_NAMES)}")
+        out[name] = level
+    return out
+
+
+def _check_levels(config: Config) -> None:
+    try:
+        parse_levels(config.get("logging", "levels"))
+    except ValueError as e:
+        raise ConfigError(f"[logging] levels: {e}", config.path, config.lines.get(("logging", "levels"))) from None
+
+
+add_validator(_check_levels)
