@@ -41,7 +41,7 @@ from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-from transport.ops.settings import LEVEL_NAMES, parse_levels
+from transport.ops.levels import LEVEL_NAMES, parse_levels
 
 _ORDER = {name: i for i, name in enumerate(LEVEL_NAMES)}
 _SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warn": 4, "error": 3, "critical": 2}

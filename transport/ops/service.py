@@ -27,10 +27,10 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from transport.ops.levels import parse_levels
 from transport.ops.logs import LevelPolicy, TwistdRoot, make_observer
 from transport.ops.notify import Notifier
 from transport.ops.reload import ConfigReloader, ReloadResult
-from transport.ops.settings import parse_levels
 from transport.web.metrics import MetricsResource, make_registry
 from transport.web.status import StatusResource, StatusSampler
 

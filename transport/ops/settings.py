@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from transport.config import Config, ConfigError, Key, Section, add_validator, declare
-
-LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
+from transport.ops.levels import parse_levels
 
 declare(Section("monitoring", "The Prometheus metrics endpoint and the status page, both on the web port.", [
     Key("metrics", "bool", True, "Serve Prometheus metrics (text exposition) at /metrics."),
@@ -17,20 +16,6 @@ declare(Section("monitoring", "The Prometheus metrics endpoint and the status pa
     Key("history", "float", 3600.0, "Seconds of samples the status page's charts show.", minimum=60.0,
         maximum=86400.0),
 ]))
-
-
-def parse_levels(entries: list[str]) -> dict[str, str]:
-    """``["transport.backend:debug", ...]`` as ``{namespace: level}``; ValueError names the bad entry."""
-    out: dict[str, str] = {}
-    for entry in entries:
-        name, sep, level = entry.rpartition(":")
-        name, level = name.strip(), level.strip().lower()
-        if level == "warning":
-            level = "warn"
-        if not sep or not name or level not in LEVEL_NAMES:
-            raise ValueError(f"{entry!r} is not NAME:LEVEL with LEVEL one of {', '.join(LEVEL_NAMES)}")
-        out[name] = level
-    return out
 
 
 def _check_levels(config: Config) -> None:
