@@ -349,6 +349,16 @@ class ClientLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        # slixmpp streams cancel tasks when collected: let that happen while the loop still runs
+        import gc
+
+        async def collect() -> None:
+            gc.collect()
+
+        try:
+            self.run(collect(), 30)
+        except Exception:
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         # the loop is not closed: slixmpp objects collected later still call into it

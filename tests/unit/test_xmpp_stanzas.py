@@ -296,3 +296,27 @@ def test_roster_item_exchange_for_clients_that_announce_it(rig: XmppRig) -> None
     exchange = rig.find(lambda s: s.name == "message" and has_child(s, "http://jabber.org/protocol/rosterx", "x"))
     assert exchange and exchange[0].x.item["jid"] == f"bob@{T}" and str(exchange[0].x.item.group) == "Friends"
     assert not rig.find(lambda s: s.getAttribute("type") == "subscribe" and s["from"] == f"bob@{T}")
+
+
+@pytest_twisted.inlineCallbacks
+def test_hostile_input_is_answered_and_leaves_nothing_behind(rig: XmppRig) -> None:
+    yield rig.start()
+    for i in range(50):
+        rig.inject(f"<presence from='stranger{i}@example.net/x' to='{T}'/>")
+        rig.inject(f"<presence from='stranger{i}@example.net/x' to='room@{T}/nick'/>")
+    yield wait_until(lambda: len(rig.find(lambda s: s.getAttribute("type") == "error")) >= 50, 30)
+    assert rig.frontend.users == {}  # made-up JIDs leave no state
+    assert all(condition(s) == "registration-required" for s in rig.find(lambda s: s.getAttribute("type") == "error"))
+    yield rig.logged_in()
+    big = "x" * (64 * 1024 + 10)
+    rig.inject(f"<message from='{ALICE}/pc' to='bob@{T}' id='big' type='chat'><body>{big}</body></message>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "big")[0]) == "not-acceptable"
+    rig.inject(f"<iq type='weird' id='w1' from='{ALICE}/pc' to='{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "w1")[0]) == "bad-request"
+    rig.inject(f"<iq type='set' id='w2' from='{ALICE}/pc' to='bob@{T}'><vCard xmlns='vcard-temp'/></iq>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "w2")[0]) == "not-allowed"
+    rig.inject(f"<message from='{ALICE}/pc' to='x@other.example' id='w3'><body>?</body></message>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "w3")[0]) == "item-not-found"
+    # the user is still served
+    rig.inject(f"<message from='{ALICE}/pc' to='bob@{T}' type='chat'><body>fine</body></message>")
+    assert [m.message for m in rig.frames(W.TYPE_CONV_MESSAGE)] == ["fine"]

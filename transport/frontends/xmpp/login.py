@@ -41,6 +41,8 @@ class Login:
     def __init__(self, frontend: XmppFrontend) -> None:
         self.frontend = frontend
         self._grace: IDelayedCall | None = None
+        #: sessions being opened: (bare JID, resource) -> who waits for them
+        self._opening: dict[tuple[str, str], list[defer.Deferred[Any]]] = {}
         frontend.on_presence(self.presence)
         frontend.on_event(ev.Connected, self.connected)
         frontend.on_event(ev.Disconnected, self.disconnected)
@@ -86,15 +88,18 @@ class Login:
         show = st.text_of(st.child(stanza, None, "show"), 10).strip() or None
         status = st.text_of(st.child(stanza, None, "status"), 2000)
         automatic = st.child(stanza, st.NS_IDLE, "idle") is not None
-        self.resource_available(bare, sender.resource, st.show_to_value(show), status, automatic).addErrback(
-            lambda f: None)
+        d = self.resource_available(bare, sender.resource, st.show_to_value(show), status, automatic)
+        d.addCallbacks(lambda _: self._client_details(stanza, sender), lambda f: None)
+        return True
+
+    def _client_details(self, stanza: domish.Element, sender: jidmod.JID) -> None:
+        """What a registered user's presence says about their client (avatar hash, caps)."""
         vcard = self.frontend.handlers.get("vcard")
         if vcard is not None:
-            vcard.user_presence(stanza, bare)
+            vcard.user_presence(stanza, sender.userhost())
         roster = self.frontend.handlers.get("roster")
         if roster is not None:
             roster.client_caps(stanza, sender)
-        return True
 
     def answer_probe(self, bare: str, target: Target) -> None:
         known = self.frontend.users.get(bare)
@@ -133,6 +138,28 @@ class Login:
         d = gateway.session_opened(self.frontend, bare, resource, value, status, automatic)
         d.addCallback(self._opened, user, resource)
         d.addErrback(self._open_failed, user, resource)
+        waiters: list[defer.Deferred[Any]] = []
+        self._opening[(bare, resource)] = waiters
+
+        def done(result: Any) -> None:
+            self._opening.pop((bare, resource), None)
+            for waiter in waiters:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+
+        waiter = self.when_open(bare, resource)
+        d.addBoth(done)
+        return waiter
+
+    def when_open(self, bare: str, resource: str) -> defer.Deferred[Any]:
+        """Fires when the session of *resource* is open (at once if it is); fails if it could not be."""
+        waiters = self._opening.get((bare, resource))
+        if waiters is None:
+            return defer.succeed(None)
+        d: defer.Deferred[Any] = defer.Deferred()
+        waiters.append(d)
         return d
 
     def _opened(self, state: Any, user: XmppUser, resource: str) -> Any:
@@ -156,6 +183,10 @@ class Login:
 
     def _open_failed(self, failure: Failure, user: XmppUser, resource: str) -> Failure:
         user.resources.pop(resource, None)
+        if not user.resources and not user.connected and not user.buddies and not user.rooms:
+            # not registered (or the store failed): keep nothing about a JID anyone can make up
+            if self.frontend.users.get(user.jid) is user:
+                del self.frontend.users[user.jid]
         from transport.core.gateway import NotRegistered
 
         if failure.check(NotRegistered):

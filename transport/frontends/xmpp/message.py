@@ -80,8 +80,8 @@ class Messages:
                 xbody = st.child(html, st.NS_XHTML, "body")
                 if xbody is not None:
                     xhtml = xbody.toXml()[:MAX_BODY]
-            if msg_id:
-                known = self.frontend.user(user)
+            known = self.frontend.users.get(user)
+            if msg_id and known is not None:
                 known.receipts[msg_id] = sender.full()
                 while len(known.receipts) > MAX_RECEIPTS:
                     known.receipts.popitem(last=False)

@@ -128,12 +128,12 @@ class Rooms:
             return True
         password = st.text_of(st.child(st.child(stanza, st.NS_MUC, "x") or stanza, st.NS_MUC, "password"), 256)
         user = self.frontend.user(bare)
-        if resource in user.resources:
-            self._join(user, name, nick, password, resource)
-            return True
-        # joining a room logs the user in when that resource had not done so yet
         login = self.frontend.handlers["login"]
-        d = login.resource_available(bare, resource, pr.ONLINE, "", False)
+        if resource in user.resources:
+            d = login.when_open(bare, resource)
+        else:
+            # joining a room logs the user in when that resource had not done so yet
+            d = login.resource_available(bare, resource, pr.ONLINE, "", False)
         d.addCallbacks(lambda _: self._join(user, name, nick, password, resource),
                        lambda f: self._join_refused(f, stanza))
         return True
