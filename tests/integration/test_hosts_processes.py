@@ -9,6 +9,7 @@ clients are in this process and talk TLS over loopback.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -435,3 +436,22 @@ async def test_cli_announce_and_ids(dep: Deployment) -> None:
     assert f"host:g  {dep.host_id(dep.group, 'g').hex()}" in out
     out = await _cli(dep.group, "announce", "g")
     assert "g: announced" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_reannounces_changed_settings(dep: Deployment) -> None:
+    r_id = dep.host_id(dep.rooms, "r")
+    before = await dep.find(RANDOM, r_id)
+    assert before.title == "Random meetings"
+    ini = dep.rooms.ini
+    ini.write_text(ini.read_text().replace("title = Random meetings", "title = Random encounters"))
+    assert dep.rooms.instance.process is not None
+    dep.rooms.instance.process.send_signal(signal.SIGHUP)
+    searcher = await dep.client("searcher")
+    for _ in range(1200):  # two minutes for a loaded machine
+        (entry,) = await searcher.search(RANDOM, specific_id=r_id)
+        if entry.title == "Random encounters":
+            break
+        await task.deferLater(reactor, 0.1, lambda: None)
+    assert entry.title == "Random encounters"
+    assert entry.last_modified_ms >= before.last_modified_ms

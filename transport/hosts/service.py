@@ -157,6 +157,8 @@ class UserHostService(service.Service):
         self._announcer: task.LoopingCall | None = None
         self._poller: task.LoopingCall | None = None
         self._retry: Any = None
+        #: ptop://HOST:PORT of the listening port (the url when none is configured)
+        self._listening_url = values["url"]
 
     def now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -184,7 +186,8 @@ class UserHostService(service.Service):
         host = getattr(address, "host", "127.0.0.1")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        url = self.values["url"] or f"ptop://{host}:{getattr(address, 'port', 0)}"
+        self._listening_url = f"ptop://{host}:{getattr(address, 'port', 0)}"
+        url = self.values["url"] or self._listening_url
         settings = UserHostSettings.from_config(self.host_name, self.values, self.online_id, url)
         self.host.settings = settings
         self.factory.announce = self.host.announce_packet()
@@ -267,9 +270,7 @@ class UserHostService(service.Service):
     def reannounce_if_changed(self, values: Any) -> defer.Deferred[bool]:
         """Apply new section *values* (a settings change): re-announce when what is announced changed."""
         previous = self.host.settings.digest()
-        url = values["url"] or (self.host.settings.url if not self.values["url"] else "")
-        if not url and self.port is not None:
-            url = f"ptop://127.0.0.1:{self.port.getHost().port}"  # type: ignore[attr-defined]
+        url = values["url"] or self._listening_url
         self.values = values
         settings = UserHostSettings.from_config(self.host_name, values, self.online_id, url)
         self.host.settings = settings
@@ -318,10 +319,16 @@ class HostsService(service.MultiService):
             self.user_hosts[name] = host
 
     def reload(self, config: Any) -> defer.Deferred[list[bool]]:
-        """Apply changed ``[host:NAME]`` settings to the running user hosts (title, description, url,
-        thumbnail, permission, name, motto); those whose announcement changed re-announce at once.
-        Listen endpoints, new and removed sections need a restart. Fires with, per host, whether it
-        re-announced."""
+        """Apply the reloadable keys (called by ``transport.ops`` on SIGHUP / ``transportctl reload``):
+        the directory's expiry, page size and bound, and the user hosts' title, description, url,
+        thumbnail, permission, name, motto, page size and pending bound; hosts whose announcement
+        changed re-announce at once. Listen endpoints, new and removed sections need a restart.
+        Fires with, per host, whether it re-announced."""
+        if self.network is not None:
+            section = config["hosts"]
+            directory = self.network.directory
+            directory.expiry, directory.page_size = section["expiry"], section["page_size"]
+            directory.max_entries = section["max_entries"]
         results = []
         for name, values in sorted(config.instances(USER_HOST_PREFIX).items()):
             host = self.user_hosts.get(name)

@@ -324,8 +324,9 @@ class UserHost:
 
     def _leave(self, conn: PeerConnection, req: HostLeaveReq) -> None:
         self._leave_session(conn, EJoinState.JOIN_LEAVE_HOST)
-        conn.send(HostLeaveReply(host_type=req.host_type, access=EPluginAccess.OK, join_state=EJoinState.JOIN_LEAVE_HOST,
-                                 session_id=req.session_id, **self._common(conn, req.seq)))
+        conn.send(HostLeaveReply(host_type=req.host_type, access=EPluginAccess.OK,
+                                 join_state=EJoinState.JOIN_LEAVE_HOST, session_id=req.session_id,
+                                 **self._common(conn, req.seq)))
 
     @defer.inlineCallbacks
     def _unjoin(self, conn: PeerConnection, req: HostUnjoinReq) -> Generator[Any, Any, None]:
