@@ -138,6 +138,9 @@ async def test_local_hosts_announce_without_a_connection(hosts: Hosts) -> None:
     assert [h.title for h in await net.search(CHAT)] == ["Friends room"]
     assert [h.title for h in await net.search(RANDOM)] == ["Random"]
     assert hosts.service.network.handler.announcements == 4  # type: ignore[union-attr]
+    numbers = hosts.service.counters()
+    assert numbers["directory_entries"] == 4 and numbers["open_announcements"] == 1
+    assert numbers["open_announce_failing"] == 0 and numbers["directory_searches"] == 3
     # Path A: the only connection the network host ever saw is this searcher's
     assert len(hosts.service.network.factory.connections) == 1  # type: ignore[union-attr]
 

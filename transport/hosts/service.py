@@ -318,6 +318,23 @@ class HostsService(service.MultiService):
             host.setServiceParent(self)
             self.user_hosts[name] = host
 
+    def counters(self) -> dict[str, float]:
+        """Numbers for ``/metrics`` (``transport_part_value{part="hosts",name=...}``)."""
+        out: dict[str, float] = {}
+        if self.network is not None:
+            out["directory_entries"] = len(self.network.directory)
+            out["directory_announcements"] = self.network.handler.announcements
+            out["directory_searches"] = self.network.handler.searches
+            out["directory_connections"] = len(self.network.factory.connections)
+        for name, host in self.user_hosts.items():
+            out[f"{name}_clients"] = len(host.host.clients)
+            out[f"{name}_members_in_session"] = len(host.host.members)
+            out[f"{name}_pending_joins"] = host.host.pending_count
+            out[f"{name}_relayed"] = host.host.relayed
+            out[f"{name}_announcements"] = host.announcements
+            out[f"{name}_announce_failing"] = 1 if host.last_announce_error else 0
+        return out
+
     def reload(self, config: Any) -> defer.Deferred[list[bool]]:
         """Apply the reloadable keys (called by ``transport.ops`` on SIGHUP / ``transportctl reload``):
         the directory's expiry, page size and bound, and the user hosts' title, description, url,
