@@ -2,6 +2,30 @@
 
 from transport.config import Key, Section, declare
 
-SECTION = declare(Section("chatd", "chatd: real-time room messaging and in-call status.", [
+SECTION = declare(Section("chatd", "chatd: real-time room messaging and in-call status (docs/chatd-statusd.md).", [
     Key("enabled", "bool", False, "Run the chatd service in this process."),
+    Key("listen", "str", "tcp:7080:interface=127.0.0.1",
+        "Endpoint string of the TCP listener (e.g. `ssl:7443:privateKey=key.pem:certKey=cert.pem` for TLS, "
+        "port 0 for any free port); empty: WebSocket only."),
+    Key("websocket", "bool", True, "Also serve chatd as binary WebSocket messages at `/chatd` on [service] web_port."),
+    Key("portfile", "path", "", "When set, the TCP listener's port is written to this file once listening."),
+    Key("token_secret", "str", "", "HMAC secret for AUTH tokens; empty: read `token_secret_file`.", secret=True),
+    Key("token_secret_file", "path", "tokens.key",
+        "File holding the token secret (relative to state_dir); created with 32 random bytes when missing. "
+        "statusd uses the same file by default, so one token serves both."),
+    Key("token_ttl", "float", 30 * 86400.0, "Lifetime in seconds of tokens issued by `transport-chatd token`.",
+        minimum=1),
+    Key("keepalive_interval", "float", 30.0, "Seconds between the server's KEEPALIVEs.", minimum=0.01),
+    Key("idle_timeout", "float", 90.0, "A client that sent nothing for this many seconds is disconnected.",
+        minimum=0.01),
+    Key("call_timeout", "float", 10.0,
+        "A client whose IN_CALL heartbeat is this many seconds late is no longer in the call.", minimum=0.01),
+    Key("max_message_size", "size", 64 * 1024,
+        "Largest token / RTMSG payload accepted; a longer one is answered with ERROR and skipped.",
+        minimum=64, maximum=(1 << 24) - 1),
+    Key("max_send_buffer", "size", 4 * 1024 * 1024,
+        "Bytes queued for a client that does not read (TCP) before it is disconnected.", minimum=1024),
+    Key("refresh_interval", "float", 5.0,
+        "Seconds between checks for room, membership and contact changes made outside this process "
+        "(the admin CLI); 0 = never.", minimum=0),
 ]))

@@ -1,0 +1,1 @@
+"""Authentication shared by the side services (tokens, validators)."""

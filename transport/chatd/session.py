@@ -1,0 +1,343 @@
+"""Twisted adapters shared by chatd and statusd: one session per connected client, over TCP/TLS or WebSocket.
+
+A :class:`CommandServer` owns the settings, the clock, the token validator and
+the sessions; subclasses (chatd's and statusd's servers) make the sessions and
+give them their protocol's meaning. The transports are thin:
+
+* :class:`StreamProtocol` - a TCP or TLS stream (any ``serverFromString``
+  endpoint), with a bounded send backlog: a client that stops reading while the
+  server has more than ``max_send_buffer`` bytes queued for it is dropped;
+* :class:`WebSocketLink` - an autobahn WebSocket; every binary message carries
+  one or more commands, every server write is one binary message.
+
+A :class:`CommandSession` feeds the bytes to its sans-I/O
+:class:`~transport.chatd.wire.ServerConnection`, runs the token validator on
+AUTH (holding back the commands pipelined after it until the answer), sends
+KEEPALIVE every ``keepalive_interval`` and disconnects a client that sent nothing
+for ``idle_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import protocol
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from transport.auth.tokens import validate
+from transport.chatd.wire import (
+    AUTH_OK,
+    AUTH_REFUSED,
+    Auth,
+    AuthResult,
+    Command,
+    Error,
+    ErrorCode,
+    KeepAlive,
+    ServerConnection,
+    Violation,
+)
+
+log = Logger()
+
+
+class Link(Protocol):
+    """What a session needs from its transport."""
+
+    peer: str
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    keepalive_interval: float = 30.0
+    idle_timeout: float = 90.0
+    max_message_size: int = 64 * 1024
+    max_send_buffer: int = 4 * 1024 * 1024
+
+
+class CommandServer:
+    """Sessions of one service (chatd or statusd) and the transports that carry them."""
+
+    name = "command"
+
+    def __init__(self, settings: SessionSettings, validator: Any, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.settings = settings
+        self.validator = validator
+        self.clock = clock
+        self.sessions: set[CommandSession] = set()
+
+    def make_session(self, link: Link) -> CommandSession:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stream_factory(self) -> protocol.Factory:
+        """A Factory for ``endpoint.listen`` (TCP, TLS, UNIX...)."""
+        return StreamFactory(self)
+
+    def websocket_resource(self) -> WebSocketResource:
+        """A twisted.web resource that upgrades to a binary WebSocket carrying this protocol."""
+        factory = WebSocketServerFactory()
+        factory.protocol = WebSocketLink
+        factory.command_server = self  # type: ignore[attr-defined]
+        # A message may carry several commands; each is bounded by max_message_size.
+        limit = 4 * self.settings.max_message_size + 4096
+        factory.setProtocolOptions(maxMessagePayloadSize=limit, maxFramePayloadSize=limit, autoPingInterval=0)
+        return WebSocketResource(factory)
+
+    def disconnect_all(self) -> None:
+        for session in list(self.sessions):
+            session.link.close()
+
+
+class CommandSession:
+    """One client of a :class:`CommandServer`; subclasses implement :meth:`handle` and the hooks."""
+
+    def __init__(self, server: CommandServer, link: Link, connection: ServerConnection) -> None:
+        self.server = server
+        self.link = link
+        self.connection = connection
+        self.userid: int | None = None
+        self.closed = False
+        self._held: list[Command | Violation] | None = None
+        self._keepalive: IDelayedCall | None = None
+        self._idle: IDelayedCall | None = None
+
+    # transport side ---------------------------------------------------------------
+
+    def connected(self) -> None:
+        self.server.sessions.add(self)
+        clock, settings = self.server.clock, self.server.settings
+        if settings.keepalive_interval > 0:
+            self._keepalive = clock.callLater(settings.keepalive_interval, self._send_keepalive)
+        if settings.idle_timeout > 0:
+            self._idle = clock.callLater(settings.idle_timeout, self._idle_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.server.settings.idle_timeout)
+        self._process(self.connection.receive_data(data))
+
+    def connection_lost(self) -> None:
+        if self.closed and self not in self.server.sessions:
+            return
+        self.closed = True
+        self.connection.close()
+        self.server.sessions.discard(self)
+        for call in (self._keepalive, self._idle):
+            if call is not None and call.active():
+                call.cancel()
+        self._held = None
+        self.lost()
+
+    # sending ------------------------------------------------------------------------
+
+    def send(self, command: Command) -> None:
+        if not self.closed:
+            self.link.write(command.encode())
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.closed:
+            self.link.write(data)
+
+    def error(self, code: int, text: str, fatal: bool = False) -> None:
+        """Send ERROR; when *fatal*, disconnect after it (the stream is not read any further)."""
+        self.send(Error.of(code, text))
+        if fatal:
+            log.info("{service}: {peer} disconnected: {text}", service=self.server.name, peer=self.link.peer,
+                     text=text)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.connection.close()
+            self.closed = True
+            self.link.close()
+
+    # events ----------------------------------------------------------------------------
+
+    def _process(self, events: list[Command | Violation]) -> None:
+        for index, event in enumerate(events):
+            if self.closed:
+                return
+            if self._held is not None:
+                self._held.extend(events[index:])
+                return
+            if isinstance(event, Violation):
+                self.error(event.code, event.text, event.fatal)
+            elif isinstance(event, Auth):
+                self._held = []
+                d = validate(self.server.validator, event.userid, event.token) if event.userid else None
+                if d is None:
+                    self._auth_done(False, event.userid)
+                else:
+                    d.addCallback(self._auth_done, event.userid)
+                    d.addErrback(self._unexpected)
+            elif isinstance(event, KeepAlive):
+                pass
+            else:
+                try:
+                    self.handle(event)
+                except Exception:
+                    log.failure("{service}: error handling {event}", service=self.server.name, event=event)
+                    self.error(ErrorCode.PROTOCOL, "internal error", fatal=True)
+
+    def _auth_done(self, ok: bool, userid: int) -> None:
+        if self.closed:
+            return
+        held, self._held = self._held or [], None
+        if not ok:
+            self.send(AuthResult(AUTH_REFUSED))
+            log.info("{service}: {peer} refused: bad token for user {userid}", service=self.server.name,
+                     peer=self.link.peer, userid=userid)
+            self.close()
+            return
+        self.userid = userid
+        self.send(AuthResult(AUTH_OK))
+        self.authenticated()
+        self._process(held)
+
+    def _unexpected(self, failure: Failure) -> None:
+        log.failure("{service}: session failed", failure, service=self.server.name)
+        self.close()
+
+    def _send_keepalive(self) -> None:
+        if self.closed:
+            return
+        self.send(KeepAlive())
+        self._keepalive = self.server.clock.callLater(self.server.settings.keepalive_interval, self._send_keepalive)
+
+    def _idle_out(self) -> None:
+        if not self.closed:
+            log.info("{service}: {peer} silent for {seconds} s, disconnected", service=self.server.name,
+                     peer=self.link.peer, seconds=self.server.settings.idle_timeout)
+            self.close()
+
+    # for subclasses ------------------------------------------------------------------------
+
+    def authenticated(self) -> None:
+        """The token was accepted (:attr:`userid` is set)."""
+
+    def handle(self, command: Command) -> None:  # pragma: no cover - abstract
+        """A command after login (HELLO included), in order."""
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        """The connection is gone; forget the client."""
+
+
+# ---------------------------------------------------------------------------
+# TCP / TLS
+
+
+@implementer(IPushProducer)
+class StreamProtocol(protocol.Protocol):
+    """A stream transport for one session (TCP, TLS, or any stream endpoint)."""
+
+    def __init__(self, server: CommandServer) -> None:
+        self.server = server
+        self.session: CommandSession | None = None
+        self.peer = "?"
+        self._paused = False
+        self._backlog = 0
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.session = self.server.make_session(self)
+        self.session.connected()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.data_received(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+
+    # Link
+    def write(self, data: bytes) -> None:
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > self.server.settings.max_send_buffer:
+                log.info("{service}: {peer} does not read; dropped", service=self.server.name, peer=self.peer)
+                self.abort()
+                return
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    # IPushProducer: the transport tells us when its buffer is full.
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class StreamFactory(protocol.Factory):
+    def __init__(self, server: CommandServer) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: Any) -> StreamProtocol:
+        return StreamProtocol(self.server)
+
+
+# ---------------------------------------------------------------------------
+# WebSocket
+
+
+class WebSocketLink(WebSocketServerProtocol):  # type: ignore[misc]
+    """A WebSocket transport for one session: binary messages only."""
+
+    session: CommandSession | None = None
+
+    def onOpen(self) -> None:
+        server: CommandServer = self.factory.command_server
+        self.session = server.make_session(self)  # type: ignore[arg-type]  # autobahn's peer is a str once open
+        self.session.connected()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.session is None:
+            return
+        if not isBinary:
+            self.session.error(ErrorCode.NOT_BINARY, "commands travel in binary messages", fatal=True)
+            return
+        self.session.data_received(payload)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+
+    # Link
+    def write(self, data: bytes) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(data, isBinary=True)
+
+    def close(self) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendClose(code=1000)
+
+    def abort(self) -> None:
+        self.dropConnection(abort=True)
