@@ -106,9 +106,10 @@ class PeerConnection(Protocol):
         if self.expected_peer and self.peer_id != self.expected_peer:
             log.warn("hosts: peer is {peer}, expected {expected}; closing", peer=self.peer_id,
                      expected=self.expected_peer)
-            self.abort()
             if not self.ready.called:
                 self.ready.errback(WrongPeer(f"peer is {self.peer_id}, expected {self.expected_peer}"))
+            self.peer_id = None  # never handed to the handler
+            self.abort()
             return
         self.send(self._announce)
         self.handler.connection_made(self)

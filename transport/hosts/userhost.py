@@ -260,7 +260,8 @@ class UserHost:
                         return
                 yield self.store.set_member(host, peer, EJoinState.JOIN_REQUESTED, name, motto, message,
                                             self.now_ms())
-                self._pending[peer.raw] = _Pending(conn, req.session_id, isinstance(req, HostOfferReq), friend)
+                if conn.connected_and_ready:
+                    self._pending[peer.raw] = _Pending(conn, req.session_id, isinstance(req, HostOfferReq), friend)
                 log.info("hosts: {host}: {peer} asks to join (friend state {friend}); waiting for the admin",
                          host=host, peer=peer, friend=friend)
                 self._reply_join(conn, req, EPluginAccess.LOCKED, EJoinState.JOIN_REQUESTED)
@@ -343,7 +344,10 @@ class UserHost:
         for raw, pending in list(self._pending.items()):
             peer = OnlineId(raw)
             member: Member | None = yield self.store.member(self.settings.name, peer)
-            if self._pending.get(raw) is not pending or not pending.conn.connected_and_ready:
+            if self._pending.get(raw) is not pending:
+                continue
+            if not pending.conn.connected_and_ready:  # went away while its request was being recorded
+                del self._pending[raw]
                 continue
             if member is None:
                 del self._pending[raw]
