@@ -268,6 +268,32 @@ def test_muc_join_groupchat_subject_nick_change_and_leave(run: Any, prosody_serv
     run(scenario())
 
 
+def test_roster_changes_and_own_vcard_reach_the_legacy_network(run: Any, prosody_server: ProsodyServer,  # noqa: F811
+                                                                gateway: MainInstance) -> None:
+    server = prosody_server
+    friend = f"new\\20friend@{server.component}"
+
+    async def scenario() -> None:
+        carol = await XmppClient(server, "carol", "roster").start()
+        await carol.wait_for(is_presence(f"echo@{server.component}"), 60)
+        mark = len(carol.received)
+        # adding a contact through the transport: the backend confirms it (BUDDY_CHANGED), it shows online
+        carol.send_raw(f"<presence to='{friend}' type='subscribe'/>")
+        await carol.wait_for(is_presence(friend, "subscribed"), 60, mark)
+        await carol.wait_for(is_presence(friend), 60, mark)
+        # removing it
+        carol.send_raw(f"<presence to='{friend}' type='unsubscribe'/>")
+        assert await gateway_log_has(gateway, "carol@localhost removed buddy new friend")
+        # the user's own vCard, set on the transport, goes to the backend
+        answer = await carol.iq(f"<iq type='set' to='{server.component}'><vCard xmlns='vcard-temp'>"
+                                "<NICKNAME>Caro</NICKNAME></vCard></iq>")
+        assert answer.get("type") == "result"
+        assert await gateway_log_has(gateway, "carol@localhost updated their vCard (nickname 'Caro'")
+        await carol.stop()
+
+    run(scenario())
+
+
 def test_two_resources_combine_into_one_status(run: Any, prosody_server: ProsodyServer,  # noqa: F811
                                                gateway: MainInstance) -> None:
     server = prosody_server
