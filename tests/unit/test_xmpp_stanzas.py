@@ -320,3 +320,43 @@ def test_hostile_input_is_answered_and_leaves_nothing_behind(rig: XmppRig) -> No
     # the user is still served
     rig.inject(f"<message from='{ALICE}/pc' to='bob@{T}' type='chat'><body>fine</body></message>")
     assert [m.message for m in rig.frames(W.TYPE_CONV_MESSAGE)] == ["fine"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_backend_events_become_the_right_stanzas(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    peer = rig.peer
+    assert peer is not None
+    # headline with an attachment: type headline, OOB url, url in the body
+    msg = pb.ConversationMessage(userName=ALICE, buddyName="bob", message="look", headline=True)
+    msg.attachment.add(url="https://files.example/cat.png", mimeType="image/png", description="a cat")
+    peer.send(W.TYPE_CONV_MESSAGE, msg)
+    got = rig.find(lambda s: s.name == "message" and s.getAttribute("type") == "headline")
+    assert got and got[0].x.uri == "jabber:x:oob" and str(got[0].x.url) == "https://files.example/cat.png"
+    assert "https://files.example/cat.png" in str(got[0].body)
+    # someone asks to add the user
+    peer.send(W.TYPE_AUTH_REQUEST, pb.Buddy(userName=ALICE, buddyName="carl"))
+    assert rig.find(lambda s: s.getAttribute("type") == "subscribe" and s["from"] == f"carl@{T}")
+    # attention
+    peer.send(W.TYPE_ATTENTION, pb.ConversationMessage(userName=ALICE, buddyName="bob", message="hey!"))
+    assert rig.find(lambda s: has_child(s, "urn:xmpp:attention:0", "attention") and s["from"] == f"bob@{T}")
+    # a buddy removed on the legacy side
+    peer.send(W.TYPE_BUDDY_CHANGED, pb.Buddy(userName=ALICE, buddyName="bob", status=pb.STATUS_ONLINE))
+    peer.send(W.TYPE_BUDDY_REMOVED, pb.Buddy(userName=ALICE, buddyName="bob"))
+    types = [s.getAttribute("type") for s in rig.sent if s.getAttribute("from") == f"bob@{T}" and s.name == "presence"]
+    assert types[-3:] == ["unavailable", "unsubscribe", "unsubscribed"]
+    # kicked from a room
+    rig.inject(f"<presence from='{ALICE}/pc' to='lobby@{T}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16,
+                                                         status=pb.STATUS_ONLINE))
+    peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16 | 32,
+                                                         status=pb.STATUS_NONE))
+    kicked = rig.find(lambda s: s.getAttribute("from") == f"lobby@{T}/al" and s.getAttribute("type") == "unavailable")
+    assert kicked and {c["code"] for c in kicked[0].x.elements() if c.name == "status"} == {"110", "307"}
+    # disconnected by the legacy network: a message with the reason, the transport goes unavailable
+    peer.send(W.TYPE_DISCONNECTED, pb.Disconnected(user=ALICE, error=2, message="wrong password"))
+    notice = rig.find(lambda s: s.name == "message" and s["from"] == T)
+    assert notice and "wrong password" in str(notice[-1].body)
+    gone = rig.find(lambda s: s.name == "presence" and s["from"] == T and s.getAttribute("type") == "unavailable")
+    assert gone and str(gone[-1].status) == "wrong password"
