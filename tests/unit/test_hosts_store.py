@@ -68,3 +68,20 @@ def test_settings_stamp(database: Database) -> Generator[Any, Any, None]:
     assert (yield store.settings_modified("g", "d1", 100)) == 100
     assert (yield store.settings_modified("g", "d1", 200)) == 100
     assert (yield store.settings_modified("g", "d2", 300)) == 300
+
+
+@pytest_twisted.inlineCallbacks
+def test_members_paged_in_id_order(database: Database) -> Generator[Any, Any, None]:
+    store = MembershipStore(database)
+    yield store.migrate()
+    ids = [OnlineId(bytes([b]) * 16) for b in (0x0F, 0xA0, 0x1B, 0xFF, 0x9C, 0xC3, 0x00)]
+    for i, oid in enumerate(ids):
+        yield store.set_member("g", oid, EJoinState.JOIN_IS_GRANTED, f"m{i}", "", None, i)
+    yield store.set_member("g", OnlineId(b"\x55" * 16), EJoinState.JOIN_DENIED, "denied", "", None, 9)
+    ordered = sorted(ids)
+    states = (EJoinState.JOIN_REQUESTED, EJoinState.JOIN_IS_GRANTED)
+    assert [m.online_id for m in (yield store.members("g", states))] == ordered
+    page = yield store.members("g", states, None, 3)
+    assert [m.online_id for m in page] == ordered[:3]
+    rest = yield store.members("g", states, ordered[3], 10)
+    assert [m.online_id for m in rest] == ordered[3:]

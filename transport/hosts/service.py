@@ -186,6 +186,8 @@ class UserHostService(service.Service):
         host = getattr(address, "host", "127.0.0.1")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"  # IPv6: ptop://[::1]:PORT
         self._listening_url = f"ptop://{host}:{getattr(address, 'port', 0)}"
         url = self.values["url"] or self._listening_url
         settings = UserHostSettings.from_config(self.host_name, self.values, self.online_id, url)
