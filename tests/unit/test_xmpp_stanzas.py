@@ -360,3 +360,19 @@ def test_backend_events_become_the_right_stanzas(rig: XmppRig) -> None:
     assert notice and "wrong password" in str(notice[-1].body)
     gone = rig.find(lambda s: s.name == "presence" and s["from"] == T and s.getAttribute("type") == "unavailable")
     assert gone and str(gone[-1].status) == "wrong password"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_queued_message_that_cannot_be_delivered_comes_back_as_an_error(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.gateway.register(ALICE, "alice", "pw")
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'/>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_LOGIN)), 30)
+    # still logging in: the message waits in the gateway's queue
+    rig.inject(f"<message from='{ALICE}/pc' to='bob@{T}' type='chat' id='w1'><body>wait for me</body>"
+               "<request xmlns='urn:xmpp:receipts'/></message>")
+    assert not rig.find(lambda s: s.getAttribute("type") == "error")
+    rig.peer.send(W.TYPE_DISCONNECTED, pb.Disconnected(user=ALICE, error=2, message="bad password"))
+    failed = rig.find(lambda s: s.name == "message" and s.getAttribute("type") == "error")
+    assert failed and failed[0]["id"] == "w1" and failed[0]["to"] == f"{ALICE}/pc"
+    assert condition(failed[0]) == "recipient-unavailable" and str(failed[0].body) == "wait for me"

@@ -156,9 +156,12 @@ class Messages:
         to = event.user
         if user is not None and event.id:
             to = user.receipts.pop(event.id, event.user)
-        original = st.message(self.frontend.buddy_jid(event.buddy), to, "chat", event.body or None, event.id or None)
-        self.frontend.send(st.error_reply(original, "recipient-unavailable", f"not delivered: {event.reason}",
-                                          "wait"))
+        original = st.message(self.frontend.buddy_jid(event.buddy), to, "chat", None, event.id or None)
+        reply = st.error_reply(original, "recipient-unavailable", f"not delivered: {event.reason}", "wait")
+        if event.body:
+            # the original text comes back with the error, so that the user knows which message it was
+            reply.addElement("body", content=event.body)
+        self.frontend.send(reply)
 
     def typing(self, event: ev.Typing) -> None:
         m = st.message(event.user, self.frontend.buddy_jid(event.buddy), "chat")
