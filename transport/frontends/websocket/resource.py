@@ -44,6 +44,14 @@ class ChatProtocol(WebSocketServerProtocol):
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendMessage(data, isBinary=False)
 
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
     def close(self, code: int, reason: str) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendClose(code, reason)
@@ -62,7 +70,7 @@ class ChatFactory(WebSocketServerFactory):
         self.chat = chat
         options: dict[str, Any] = {"maxMessagePayloadSize": max_message_size,
                                    "maxFramePayloadSize": max_message_size,
-                                   "openHandshakeTimeout": 30, "closeHandshakeTimeout": 5,
+                                   "openHandshakeTimeout": 30, "closeHandshakeTimeout": 5, "failByDrop": False,
                                    "perMessageCompressionAccept": lambda offers: None}
         if ping_timeout > 0:
             options.update(autoPingInterval=ping_timeout / 2, autoPingTimeout=ping_timeout / 2)

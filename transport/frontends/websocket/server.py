@@ -59,7 +59,8 @@ MAX_EMOJI = 32
 MAX_PEER_ID = 128
 MAX_PASSWORD = 256
 MAX_REACTIONS_PER_MESSAGE = 20
-#: Commands queued on one connection beyond which the client is flooding and is closed.
+#: Commands queued on one connection at which the server stops reading from it (back-pressure)
+#: until half of them are done.
 MAX_PENDING = 64
 #: How long the token handed out in ``ready`` (cracked mode) stays valid: 30 days.
 RESUME_TOKEN_TTL = 30 * 24 * 3600.0
@@ -82,6 +83,8 @@ class Peer(Protocol):
 
     def send(self, data: bytes) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
 
 @dataclass
@@ -146,6 +149,7 @@ class Connection:
         self.invalid = 0
         self.auth_failures = 0
         self.pending = 0
+        self.paused = False
         self.queue: defer.Deferred[None] = defer.succeed(None)
         self.auth_timer: Any = None
         self.gateway_session = False
@@ -333,10 +337,9 @@ class ChatServer:
             self._reply(conn, command, {"cmd": "pong", "val": "pong"})
             return defer.succeed(None)
         conn.pending += 1
-        if conn.pending > MAX_PENDING:
-            log.warn("closing {conn}: more than {n} commands pending", conn=conn, n=MAX_PENDING)
-            self._close(conn, CLOSE_POLICY, "Too many pending commands")
-            return defer.succeed(None)
+        if conn.pending >= MAX_PENDING and not conn.paused:
+            conn.paused = True
+            conn.peer.pause_reading()
         done: defer.Deferred[None] = defer.Deferred()
 
         def run(_: Any) -> defer.Deferred[None]:
@@ -345,6 +348,10 @@ class ChatServer:
 
             def finished(_: Any) -> None:
                 conn.pending -= 1
+                if conn.paused and conn.pending <= MAX_PENDING // 2:
+                    conn.paused = False
+                    if conn.state != CLOSED:
+                        conn.peer.resume_reading()
                 done.callback(None)
             d.addBoth(finished)
             return d
