@@ -231,7 +231,7 @@ def test_messages_get_pages_oldest_first_and_caps_at_200(ws_server):
     c = yield connected_user(srv.url, "writer")
     for i in range(230):
         c.send({"cmd": "message_new", "channel": "general", "content": f"n{i}"})
-    for i in range(230):
+    for _ in range(230):
         yield c.expect("message_new")
     page = yield c.request({"cmd": "messages_get", "channel": "general", "limit": 500})
     assert [m["content"] for m in page["messages"]] == [f"n{i}" for i in range(30, 230)]
