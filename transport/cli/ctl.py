@@ -83,6 +83,20 @@ def query(endpoint: str, command: str, args: Sequence[str], token: str = "", tim
     return answer
 
 
+def _admin_keys_only(path: str | None) -> configuration.Config | None:
+    """For ``reload`` of a file that does not load: just the keys that locate the admin endpoint."""
+    if path is None:
+        return None
+    keys = ("state_dir", "admin_socket", "admin_token")
+    try:
+        raw = configuration.parse_ini(Path(path).read_text(encoding="utf-8"), path).get("service")
+        entries = raw.entries if raw is not None else {}
+        overrides = [f"service.{k}={entries[k][-1].value}" for k in keys if k in entries]
+        return configuration.load_text("", path, overrides)
+    except (OSError, UnicodeDecodeError, configuration.ConfigError):
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     commands = "\n".join(f"  {usage}" for usage, _ in COMMANDS.values())
     parser = argparse.ArgumentParser(
@@ -103,8 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = configuration.load(path)
     except configuration.ConfigError as e:
-        print(f"transportctl: configuration error: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        fallback = _admin_keys_only(path) if ns.command == "reload" else None
+        if fallback is None:
+            print(f"transportctl: configuration error: {e}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        config = fallback  # the running instance checks the file itself and reports the error
     from transport.admin.service import admin_endpoint
 
     endpoint = ns.socket or admin_endpoint(config)

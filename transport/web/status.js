@@ -24,12 +24,12 @@ function fmt(v) {
 }
 
 // lines: [{values: [...], cls: "users"}]; t: timestamps (seconds)
-function chart(svg, t, lines) {
+function chart(svg, t, lines, span) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const all = lines.flatMap(l => l.values);
   const max = niceMax(Math.max(0, ...all));
   const t1 = t.length ? t[t.length - 1] : 0;
-  const t0 = Math.min(t.length ? t[0] : 0, t1 - 60);
+  const t0 = t1 - Math.max(span || 0, 60);
   const x = v => PAD_L + (W - PAD_L - PAD_R) * (t1 > t0 ? (v - t0) / (t1 - t0) : 1);
   const y = v => PAD_T + (H - PAD_T - PAD_B) * (1 - v / max);
   svg.appendChild(el("svg:line", {class: "axis", x1: PAD_L, y1: y(0), x2: W - PAD_R, y2: y(0)}));
@@ -37,11 +37,13 @@ function chart(svg, t, lines) {
   svg.appendChild(el("svg:text", {class: "label", x: PAD_L - 3, y: y(max) + 3, "text-anchor": "end"}, fmt(max)));
   svg.appendChild(el("svg:text", {class: "label", x: PAD_L - 3, y: y(0) + 3, "text-anchor": "end"}, "0"));
   const minutes = Math.round((t1 - t0) / 60);
+  const visible = i => t[i] >= t0;
   svg.appendChild(el("svg:text", {class: "label", x: PAD_L, y: H - 2}, `-${minutes} min`));
   svg.appendChild(el("svg:text", {class: "label", x: W - PAD_R, y: H - 2, "text-anchor": "end"}, "now"));
   for (const line of lines) {
     if (!line.values.length) continue;
-    const pts = line.values.map((v, i) => `${x(t[i]).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    const pts = line.values.map((v, i) => visible(i) ? `${x(t[i]).toFixed(1)},${y(v).toFixed(1)}` : "")
+      .filter(Boolean).join(" ");
     svg.appendChild(el("svg:polyline", {class: `line ${line.cls}`, points: pts}));
     const last = line.values[line.values.length - 1];
     svg.appendChild(el("svg:title", {}, `${line.cls}: ${fmt(last)}`));
@@ -57,11 +59,11 @@ function render(data) {
   document.getElementById("summary").textContent =
     `${data.online_count} users online, ${data.current.sessions} sessions, ${live} backends, ` +
     `${data.waiting} waiting for a backend, up ${up}`;
-  const s = data.series;
-  chart(document.getElementById("chart-users"), s.t, [{values: s.users_online, cls: "users"}]);
-  chart(document.getElementById("chart-messages"), s.t, [{values: s.in_rate, cls: "in"}, {values: s.out_rate, cls: "out"}]);
-  chart(document.getElementById("chart-backends"), s.t, [{values: s.backends, cls: "backends"}]);
-  chart(document.getElementById("chart-memory"), s.t, [{values: s.memory_kib.map(v => v / 1024), cls: "memory"}]);
+  const s = data.series, span = data.history;
+  chart(document.getElementById("chart-users"), s.t, [{values: s.users_online, cls: "users"}], span);
+  chart(document.getElementById("chart-messages"), s.t, [{values: s.in_rate, cls: "in"}, {values: s.out_rate, cls: "out"}], span);
+  chart(document.getElementById("chart-backends"), s.t, [{values: s.backends, cls: "backends"}], span);
+  chart(document.getElementById("chart-memory"), s.t, [{values: s.memory_kib.map(v => v / 1024), cls: "memory"}], span);
 
   const body = document.querySelector("#backends tbody");
   body.replaceChildren(...data.backends.map(b => {
@@ -89,7 +91,10 @@ function render(data) {
 async function refresh() {
   const error = document.getElementById("error");
   try {
-    const response = await fetch("data.json", {credentials: "same-origin", cache: "no-store"});
+    // location.origin leaves out user:password@ (a URL with credentials cannot be fetched);
+    // the browser sends the Basic credentials it used for the page.
+    const url = new URL("data.json", location.origin + location.pathname);
+    const response = await fetch(url, {credentials: "same-origin", cache: "no-store"});
     if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
     render(await response.json());
     error.hidden = true;

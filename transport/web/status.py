@@ -59,6 +59,7 @@ class StatusSampler:
         self.interval = interval
         self.clock = clock if clock is not None else context.reactor
         self.wall = wall
+        self.history = history
         self.samples: deque[Sample] = deque(maxlen=max(2, int(history / interval) + 1))
         self._loop: task.LoopingCall | None = None
 
@@ -149,6 +150,7 @@ def snapshot(context: Any, sampler: StatusSampler) -> dict[str, Any]:
         "crashes_total": getattr(pool, "crashes_total", 0) if pool is not None else 0,
         "waiting": len(pool.waiting) if pool is not None else 0,
         "interval": sampler.interval,
+        "history": sampler.history,
         "series": sampler.series(),
     }
 
