@@ -145,6 +145,11 @@ def test_xmpp_user_in_an_irc_channel(xmpp_loop: ClientLoop,  # noqa: F811
         peer.send("PRIVMSG davex :psst")
         private = await dave.wait_for(lambda e: e.findtext(C + "body") == "psst", 60, mark)
         assert private.get("from") == f"{room}/ircpeer" and private.get("type") == "chat"
+        # and a private message back to them, through the room
+        dave.send_raw(f"<message to='{room}/ircpeer' type='chat'><body>psst back</body>"
+                      "<x xmlns='http://jabber.org/protocol/muc#user'/></message>")
+        line = await peer.wait_for(lambda line: "PRIVMSG ircpeer :psst back" in line)
+        assert line.startswith(":davex!")
         # leaving the room parts the channel
         dave.send_raw(f"<presence to='{room}/davex' type='unavailable'/>")
         await peer.wait_for(lambda line: line.startswith(":davex!") and " PART #preset" in line)

@@ -217,6 +217,25 @@ def test_messages_receipts_chat_states_attention_and_vcard(run: Any, prosody_ser
     run(scenario())
 
 
+def test_many_messages_come_back_complete_and_in_order(run: Any, prosody_server: ProsodyServer) -> None:  # noqa: F811
+    server = prosody_server
+    echo = f"echo@{server.component}"
+    count = 300
+
+    async def scenario() -> None:
+        carol = await XmppClient(server, "carol", "burst").start()
+        await carol.wait_for(is_presence(echo), 60)
+        mark = len(carol.received)
+        for i in range(count):
+            carol.send_raw(f"<message to='{echo}' type='chat'><body>burst {i}</body></message>")
+        await carol.wait_for(lambda e: body_of(e) == f"burst {count - 1}", 120, mark)
+        bodies = [body_of(e) for e in carol.received[mark:] if (body_of(e) or "").startswith("burst ")]
+        assert bodies == [f"burst {i}" for i in range(count)]
+        await carol.stop()
+
+    run(scenario())
+
+
 def test_muc_join_groupchat_subject_nick_change_and_leave(run: Any, prosody_server: ProsodyServer) -> None:  # noqa: F811
     server = prosody_server
     room = f"echo@{server.component}"
