@@ -408,6 +408,27 @@ def test_backend_killed_mid_conversation_loses_nothing(run: Any, prosody_server:
     run(scenario())
 
 
+def test_messages_in_flight_when_the_backend_dies_arrive_after_the_relogin(
+        run: Any, prosody_server: ProsodyServer, gateway: MainInstance) -> None:  # noqa: F811
+    server = prosody_server
+    echo = f"echo@{server.component}"
+
+    async def scenario() -> None:
+        alice = await XmppClient(server, "alice", "inflight").start()
+        await alice.wait_for(is_presence(echo), 60)
+        mark = len(alice.received)
+        for i in range(MAX_QUEUED - 1):
+            alice.send_raw(f"<message to='{echo}' type='chat'><body>in flight {i}</body></message>")
+        for pid in gateway.backend_pids():  # right away, while the messages travel
+            os.kill(pid, signal.SIGKILL)
+        for i in range(MAX_QUEUED - 1):
+            await alice.wait_for(lambda e, i=i: body_of(e) == f"in flight {i}", 120, mark)
+        assert not [e for e in alice.received[mark:] if e.tag == C + "message" and e.get("type") == "error"]
+        await alice.stop()
+
+    run(scenario())
+
+
 def test_prosody_restart_component_reconnects_and_user_is_back(run: Any, prosody_server: ProsodyServer,  # noqa: F811
                                                                gateway: MainInstance) -> None:
     server = prosody_server
