@@ -239,6 +239,18 @@ declare(Section("service", "The main instance: identity, backends and their supe
     Key("admin_jid", "list", [], "JIDs allowed to use the admin ad-hoc commands."),
     Key("web_port", "str", "tcp:8080:interface=127.0.0.1",
         "Endpoint of the web port (web client, WebSocket, status page, metrics); empty disables it."),
+    # Spectrum 2 keys accepted so that its files load; transport.ops warns about each one set.
+    Key("user", "str", "", "Spectrum 2 compatibility, ignored: run the service as that user (systemd User=)."),
+    Key("group", "str", "", "Spectrum 2 compatibility, ignored: run the service as that group (systemd Group=)."),
+    Key("pidfile", "str", "", "Spectrum 2 compatibility, ignored: twistd --pidfile writes the pid file."),
+    Key("server_mode", "bool", False,
+        "Spectrum 2 compatibility: only false (component mode) is supported; true stops start-up."),
+    Key("cert", "str", "", "Spectrum 2 compatibility (server mode certificate), ignored."),
+    Key("cert_password", "str", "", "Spectrum 2 compatibility (server mode certificate), ignored.", secret=True),
+    Key("admin_password", "str", "", "Spectrum 2 compatibility, ignored: use admin_jid, admin_token and transportctl.",
+        secret=True),
+    Key("web_directory", "str", "", "Spectrum 2 compatibility (file transfer storage), ignored."),
+    Key("web_url", "str", "", "Spectrum 2 compatibility (file transfer URL), ignored."),
 ]))
 
 declare(Section("identity", "How the gateway presents itself (XEP-0030 identity, web client title).", [
@@ -289,6 +301,9 @@ declare(Section("logging", "Log output.", [
     Key("timestamps", "choice", "auto",
         "Timestamps on text lines; auto omits them when stdout is the systemd journal (JOURNAL_STREAM).",
         choices=("auto", "yes", "no")),
+    Key("config", "str", "", "Spectrum 2 compatibility (log4cxx file), ignored: use level, levels and file."),
+    Key("backend_config", "str", "",
+        "Spectrum 2 compatibility (backends' log4cxx file), ignored: backend output is logged as backend-N."),
 ]))
 
 

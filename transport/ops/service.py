@@ -31,6 +31,7 @@ from transport.ops.levels import parse_levels
 from transport.ops.logs import LevelPolicy, TwistdRoot, make_observer
 from transport.ops.notify import Notifier
 from transport.ops.reload import ConfigReloader, ReloadResult
+from transport.ops.spectrum2 import ignored_keys
 from transport.web.metrics import MetricsResource, make_registry
 from transport.web.status import StatusResource, StatusSampler
 
@@ -63,6 +64,8 @@ class OpsService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        for line in ignored_keys(self.context.config):
+            log.warn("{line}", line=line)
         if self.install_signals:
             try:
                 self._previous_hup = signal.signal(signal.SIGHUP, self._sighup)

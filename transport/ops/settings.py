@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transport.config import Config, ConfigError, Key, Section, add_validator, declare
 from transport.ops.levels import parse_levels
+from transport.ops.spectrum2 import check_server_mode
 
 declare(Section("monitoring", "The Prometheus metrics endpoint and the status page, both on the web port.", [
     Key("metrics", "bool", True, "Serve Prometheus metrics (text exposition) at /metrics."),
@@ -26,3 +27,4 @@ def _check_levels(config: Config) -> None:
 
 
 add_validator(_check_levels)
+add_validator(check_server_mode)
