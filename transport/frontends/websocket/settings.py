@@ -8,7 +8,7 @@ channels and the rate limiter. Each local channel may get its own
 from transport.config import Config, ConfigError, Key, Section, add_validator, declare
 
 SECTION = declare(Section("websocket", "The OriginChats-compatible WebSocket frontend and web client on [service] web_port.", [
-    Key("enabled", "bool", False, "Run the WebSocket frontend in this process."),
+    Key("enabled", "bool", True, "Run the WebSocket frontend in this process."),
     Key("path", "str", "ws", "URL path of the WebSocket endpoint on the web port (ws://HOST:PORT/ws)."),
     Key("web_client", "bool", True, "Serve the bundled web client at / of the web port."),
     Key("auth_mode", "choice", "cracked",
