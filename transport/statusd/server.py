@@ -78,7 +78,7 @@ class PresenceHub:
         if new != old:
             self._broadcast(client.userid, new, skip=client)
 
-    def set_presence(self, client: StatusClient, value: int, automatic: bool) -> None:
+    def set_presence(self, client: StatusClient, value: int, automatic: bool = False) -> None:
         state = self.users[client.userid]
         old = state.aggregate.value
         new = state.aggregate.set(client, value, automatic)
