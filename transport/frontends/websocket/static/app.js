@@ -338,7 +338,7 @@ function channelItem(ch) {
   } else if (g) {
     li.append(el("span", "kind", "#"), el("span", "name", ch.display_name || g.target));
   } else {
-    li.append(el("span", "kind", ch.type === "voice" ? "🔊" : "#"), el("span", "name", ch.display_name || ch.name));
+    li.append(el("span", "kind", ch.type === "voice" ? "♪" : "#"), el("span", "name", ch.display_name || ch.name));
   }
   li.onclick = () => select(ch.name);
   return li;
@@ -358,7 +358,7 @@ function renderHeader() {
   const ch = state.channels.get(state.current);
   if (!ch) return;
   const g = ch.gateway;
-  let title = (ch.type === "voice" ? "🔊 " : "# ") + (ch.display_name || ch.name);
+  let title = (ch.type === "voice" ? "♪ " : "# ") + (ch.display_name || ch.name);
   let desc = ch.description || "";
   if (g && g.kind === "dm") {
     const buddy = state.buddies.get(g.target) || g;
@@ -412,7 +412,7 @@ function messageItem(m, prev) {
   addAction("↪", "Reply", "act-reply", () => { state.replyTo = m; renderReply(); $("composer").focus(); });
   if (state.me && m.user === state.me.username) {
     if (!(ch && ch.private)) addAction("✎", "Edit", "act-edit", () => startEdit(li, m));
-    addAction("🗑", "Delete", "act-delete", () => send({ cmd: "message_delete", channel: state.current, id: m.id }));
+    addAction("✕", "Delete", "act-delete", () => send({ cmd: "message_delete", channel: state.current, id: m.id }));
   }
   li.append(actions);
   return li;
