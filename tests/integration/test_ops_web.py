@@ -161,6 +161,7 @@ def test_metrics_parse_and_move_with_traffic(instance: Callable[..., Any]) -> An
     assert _value(after, "transport_backend_users", backend="backend-1") == 2
     assert _value(after, "transport_messages", direction="from_frontend") == 10
     assert _value(after, "transport_messages", direction="to_frontend") >= 10
+    assert _value(after, "transport_frontend_messages_delivered", frontend="test") >= 10
     assert _value(after, "transport_logins") == 2
     assert _value(after, "transport_backend_frames", direction="out") >= frames_before + 10
     assert _value(after, "transport_backend_link_frames", backend="backend-1", direction="in") >= 10
@@ -174,6 +175,10 @@ def test_metrics_parse_and_move_with_traffic(instance: Callable[..., Any]) -> An
     inst.gw.pool.kill(1, "killed by the test")
     crashed = yield _scrape(inst.url)
     assert _value(crashed, "transport_backend_crashes") == 1
+    assert _value(crashed, "transport_users", state="reconnecting") == 2
+    yield wait_until(lambda: len(inst.gw.gateway.online_users()) == 2, timeout=60)  # logged in again elsewhere
+    again = yield _scrape(inst.url)
+    assert _value(again, "transport_relogins") == 2 and _value(again, "transport_users_online") == 2
 
 
 @pytest_twisted.inlineCallbacks

@@ -188,6 +188,8 @@ class GatewayCounters:
     events_delivered: int = 0
     frontend_errors: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    #: messages_to_frontend per frontend name (a message to a user with sessions on two frontends counts twice)
+    messages_to_frontend_by: dict[str, int] = field(default_factory=dict)
 
 
 class Gateway:
@@ -255,6 +257,11 @@ class Gateway:
                 self.counters.frontend_errors += 1
                 log.failure("frontend {name} failed to handle {event}", name=getattr(frontend, "name", "?"),
                             event=type(event).__name__)
+            else:
+                if isinstance(event, ev.MessageReceived):
+                    by = self.counters.messages_to_frontend_by
+                    name = getattr(frontend, "name", "?")
+                    by[name] = by.get(name, 0) + 1
         self.counters.events_delivered += 1
 
     # ------------------------------------------------------------------ registration

@@ -97,6 +97,12 @@ class TransportCollector(Collector):
         messages.add_metric(["from_frontend"], c.messages_from_frontend)
         messages.add_metric(["to_frontend"], c.messages_to_frontend)
         yield messages
+        per_frontend_out = CounterMetricFamily("transport_frontend_messages_delivered",
+                                               "Chat messages delivered to each frontend.", labels=["frontend"])
+        delivered = getattr(c, "messages_to_frontend_by", {})
+        for f in gateway.frontends:
+            per_frontend_out.add_metric([f.name], delivered.get(f.name, 0))
+        yield per_frontend_out
         for name, doc, value in (
             ("transport_messages_failed", "Queued messages that could not be delivered.", c.messages_failed),
             ("transport_logins", "LOGINs sent to backends.", c.logins),
