@@ -47,6 +47,7 @@ def test_clean_shutdown_stops_backends(main_instance):
     log = instance.log()
     assert "backend-1: exited with status 0" in log and "backend-2: exited with status 0" in log  # EXIT obeyed
     assert "sending signal" not in log
+    assert "[backend-2#info] stderr: " in log  # backend output, tagged with the backend id
 
 
 def _frames(rng: random.Random) -> bytes:

@@ -128,3 +128,11 @@ def test_a_backend_started_by_hand_is_served_as_remote(gateway_factory):
     finally:
         proc.kill()
         proc.wait(30)
+
+
+@pytest_twisted.inlineCallbacks
+def test_backend_output_to_per_backend_log_files(gateway_factory, tmp_path):
+    gw = yield gateway_factory(backend_log_dir=str(tmp_path / "logs"))
+    yield gw.login("l@example.org")
+    log = tmp_path / "logs" / "backend-1.log"
+    yield wait_until(lambda: log.exists() and "l@example.org logged in" in log.read_text(), timeout=30)
