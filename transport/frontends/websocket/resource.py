@@ -46,11 +46,11 @@ class ChatProtocol(WebSocketServerProtocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None:
-            self.transport.pauseProducing()
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resume_reading(self) -> None:
         if self.transport is not None:
-            self.transport.resumeProducing()
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def close(self, code: int, reason: str) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
