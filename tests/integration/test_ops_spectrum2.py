@@ -67,7 +67,9 @@ def test_a_spectrum2_file_starts_the_gateway(tmp_path: Path) -> None:
     path.write_text(spectrum2_file(tmp_path))
     log_path = tmp_path / "twistd.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "transport", "-c", str(path)], cwd=tmp_path,
+        # the one addition: a free web port (Spectrum 2 has none; the default 8080 may be taken on a test machine)
+        process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "transport", "-c", str(path),
+                                    "service.web_port=tcp:0:interface=127.0.0.1"], cwd=tmp_path,
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
