@@ -214,3 +214,18 @@ def test_buddies_are_persisted_and_events_translated(rig):
     assert [(b.name, b.alias, tuple(b.groups)) for b in buddies] == [("bob", "Bob", ("Friends",))]
     peer.send(W.TYPE_BUDDY_REMOVED, pb.Buddy(userName="alice", buddyName="bob"))
     assert rig.frontend.of(ev.BuddyRemoved)[0].buddy_name == "bob"
+
+
+@pytest_twisted.inlineCallbacks
+def test_stored_buddies_go_out_at_login_when_the_backend_asks(rig):
+    peer = yield rig.start()
+    peer.send(W.TYPE_BACKEND_CONFIG, pb.BackendConfig(config="[features]\nsend_buddies_on_login=1\n"))
+    record = yield rig.store.register_user("alice", "alice", "pw")
+    from transport.storage.gateway import BuddyRecord
+    yield rig.store.upsert_buddy(record.id, BuddyRecord("bob", "Bob", ("Friends",)))
+    yield rig.open(peer, connect=False)
+    yield wait_until(lambda: rig.frames(peer, W.TYPE_BUDDIES), timeout=10)
+    types = [p.type for p in peer.received()]
+    assert types.index(W.TYPE_LOGIN) < types.index(W.TYPE_BUDDIES)
+    sent = rig.frames(peer, W.TYPE_BUDDIES)[0].buddy
+    assert [(b.buddyName, b.alias, list(b.group)) for b in sent] == [("bob", "Bob", ["Friends"])]
