@@ -11,7 +11,7 @@ Example (inside a running reactor)::
 
 Everything the server sends is queued per command class; :meth:`CommandClient.next`
 takes the oldest one of a class (waiting for it), :meth:`CommandClient.pending`
-counts them. KEEPALIVE is answered automatically.
+counts them. KEEPALIVE is answered automatically (and queued too).
 """
 
 from __future__ import annotations
@@ -87,7 +87,6 @@ class CommandClient:
                 self.keepalives += 1
                 if self.answer_keepalive:
                     self.send(KeepAlive())
-                continue
             self.dispatch(item)
 
     def connection_lost(self) -> None:

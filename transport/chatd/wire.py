@@ -302,6 +302,7 @@ class ServerConnection:
     def __init__(self, table: Mapping[int, type[Command]], hello: type[Command],
                  max_size: int = DEFAULT_MAX_SIZE) -> None:
         self._decoder = Decoder(table, max_size)
+        self._table = dict(table)
         self._hello = hello
         self.phase = Phase.AUTH
 
@@ -310,37 +311,40 @@ class ServerConnection:
         if self.phase is Phase.CLOSED:
             return events
         for item in self._decoder.feed(data):
-            if isinstance(item, Oversized):
-                events.append(Violation(ErrorCode.TOO_LARGE, f"opcode {item.opcode}: length {item.length} over the "
-                                        f"limit of {self._decoder.max_size} bytes; skipped", fatal=False))
-                continue
             if isinstance(item, UnknownOpcode):
                 events.append(self._fatal(ErrorCode.PROTOCOL, f"unknown opcode {item.opcode}"))
                 break
-            violation = self._check_order(item)
+            kind = self._table[item.opcode] if isinstance(item, Oversized) else type(item)
+            violation = self._check_order(kind)
             if violation is not None:
                 events.append(violation)
                 break
+            if isinstance(item, Oversized):
+                events.append(Violation(ErrorCode.TOO_LARGE, f"opcode {item.opcode}: length {item.length} over the "
+                                        f"limit of {self._decoder.max_size} bytes; skipped", fatal=False))
+                if kind is Auth:
+                    self.phase = Phase.AUTH  # the skipped AUTH did not count
+                continue
             events.append(item)
         return events
 
-    def _check_order(self, command: Command) -> Violation | None:
+    def _check_order(self, kind: type[Command]) -> Violation | None:
         phase = self.phase
         if phase is Phase.AUTH:
-            if isinstance(command, Auth):
+            if kind is Auth:
                 self.phase = Phase.HELLO
                 return None
             return self._fatal(ErrorCode.AUTH_REQUIRED, "AUTH must be the first command")
-        if isinstance(command, Auth):
+        if kind is Auth:
             return self._fatal(ErrorCode.STATE, "already authenticated")
         if phase is Phase.HELLO:
-            if isinstance(command, self._hello):
+            if kind is self._hello:
                 self.phase = Phase.READY
                 return None
-            if isinstance(command, KeepAlive):
+            if kind is KeepAlive:
                 return None
             return self._fatal(ErrorCode.STATE, "HELLO must follow AUTH")
-        if isinstance(command, self._hello):
+        if kind is self._hello:
             return self._fatal(ErrorCode.STATE, "HELLO was already sent")
         return None
 
