@@ -701,7 +701,7 @@ class Gateway:
         known = self.users.get(user)
         if known is None:
             return UserState(user, OFFLINE, {}, pr.OFFLINE, "", None, 0, 0, (), 0)
-        backend = self.router.backend_of(user) if hasattr(self.router, "backend_of") else None
+        backend = self.router.backend_of(user)
         return UserState(user, known.state, {s.session_id: s.frontend.name for s in known.sessions.values()},
                          known.aggregate.value, known.status_message, backend, len(known.queue),
                          len(known.unconfirmed), tuple(known.rooms), known.attempt)

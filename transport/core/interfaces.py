@@ -71,3 +71,15 @@ class IBackendRouter(Interface):
 
     def is_sendable(user: str) -> bool:
         """Whether frames for *user* can go out now (assigned to a ready backend)."""
+
+    def backend_of(user: str) -> Any:
+        """Name of the backend serving *user* (``None`` when none)."""
+
+    def confirmation_mark(user: str) -> Any:
+        """An opaque mark for a frame just sent for *user*; see :meth:`is_confirmed`."""
+
+    def is_confirmed(mark: Any) -> bool:
+        """Whether the backend has handled every frame sent before *mark* was taken.
+
+        The router calls ``sink.backend_confirmed(users)`` when marks may have become confirmed.
+        """
