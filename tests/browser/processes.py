@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 ECHO = f"{sys.executable} -m transport_backends.echo"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -50,11 +51,13 @@ class TwistdInstance:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 60.0) -> None:
+        env = dict(os.environ)  # the checkout first, so twistd finds its plugin and this code
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "-l", "-",
                  "transport", "-c", str(self.config_path)],
-                cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -42,7 +42,11 @@ class ChatProtocol(WebSocketServerProtocol):
     # the Peer interface of ChatServer
     def send(self, data: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendMessage(data, isBinary=False)
+            # A broadcast hands the same bytes object to every viewer: frame it once.
+            cached = self.factory.last_prepared
+            if cached is None or cached[0] is not data:
+                cached = self.factory.last_prepared = (data, self.factory.prepareMessage(data, isBinary=False))
+            self.sendPreparedMessage(cached[1])
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -68,6 +72,7 @@ class ChatFactory(WebSocketServerFactory):
                  reactor: Any = None) -> None:
         super().__init__(reactor=reactor)
         self.chat = chat
+        self.last_prepared: tuple[bytes, Any] | None = None
         options: dict[str, Any] = {"maxMessagePayloadSize": max_message_size,
                                    "maxFramePayloadSize": max_message_size,
                                    "openHandshakeTimeout": 30, "closeHandshakeTimeout": 5, "failByDrop": False,
