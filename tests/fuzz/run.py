@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Run one fuzz target under atheris (coverage-guided), or manage its corpus.
+
+    python tests/fuzz/run.py --list
+    python tests/fuzz/run.py TARGET -- -max_total_time=600      # fuzz (libFuzzer flags after --)
+    python tests/fuzz/run.py TARGET --seed                      # (re)write the seed inputs into the corpus
+    python tests/fuzz/run.py TARGET --merge                     # minimize what a run found into the corpus
+    python tests/fuzz/run.py TARGET --replay FILE...            # run inputs once (a crash reproducer)
+
+Fuzzing reads ``tests/fuzz/corpus/TARGET`` and writes new inputs to
+``tests/fuzz/work/TARGET`` (not committed); ``--merge`` then copies into the
+corpus only the inputs that add coverage. Crashes land in ``tests/fuzz/crashes/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CORPUS = HERE / "corpus"
+WORK = HERE / "work"
+CRASHES = HERE / "crashes"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def corpus_dir(name: str) -> Path:
+    return CORPUS / name
+
+
+def write_seeds(name: str) -> int:
+    from tests.fuzz.targets import all_targets
+
+    target = all_targets()[name]
+    out = corpus_dir(name)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for seed in target.seeds():
+        target.harness(seed)  # a seed must not crash
+        (out / ("seed-" + hashlib.sha1(seed).hexdigest()[:16])).write_bytes(seed)
+        n += 1
+    return n
+
+
+def fuzz(name: str, libfuzzer_args: list[str]) -> None:
+    import atheris
+
+    # Instrument the project's modules (not Twisted's) as the targets import them.
+    from tests.fuzz import targets as registry
+
+    with atheris.instrument_imports(include=["transport", "transport_backends"]):
+        found = registry.all_targets()
+    if name not in found:
+        sys.exit(f"unknown target {name}; see --list")
+    target = found[name]
+    for d in (corpus_dir(name), WORK / name, CRASHES):
+        d.mkdir(parents=True, exist_ok=True)
+    argv = [sys.argv[0], f"-artifact_prefix={CRASHES}/{name}-", *libfuzzer_args]
+    if not any(not a.startswith("-") for a in libfuzzer_args):
+        argv += [str(WORK / name), str(corpus_dir(name))]
+    atheris.Setup(argv, target.harness)
+    atheris.Fuzz()
+
+
+def merge(name: str) -> None:
+    """Re-run in merge mode: corpus/TARGET keeps its inputs and gains the new coverage of work/TARGET."""
+    (WORK / name).mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, __file__, name, "--", "-merge=1", str(corpus_dir(name)), str(WORK / name)],
+                   check=True)
+
+
+def replay(name: str, files: list[str]) -> None:
+    from tests.fuzz.targets import all_targets
+
+    target = all_targets()[name]
+    paths = [Path(f) for f in files] or sorted(corpus_dir(name).iterdir())
+    for path in paths:
+        print(f"{name}: {path}", flush=True)
+        target.harness(path.read_bytes())
+    print(f"{len(paths)} input(s): no finding")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", nargs="?")
+    parser.add_argument("--list", action="store_true", help="list the targets and their contracts")
+    parser.add_argument("--seed", action="store_true", help="write the seed inputs into the corpus")
+    parser.add_argument("--merge", action="store_true", help="minimize work/TARGET into corpus/TARGET")
+    parser.add_argument("--replay", nargs="*", metavar="FILE", help="run inputs (default: the whole corpus)")
+    args = parser.parse_args(argv)
+    if args.list or not args.target:
+        from tests.fuzz.targets import all_targets
+
+        for t in all_targets().values():
+            first = t.doc.splitlines()[0] if t.doc else ""
+            print(f"{t.name:20} {first}")
+        return
+    if args.seed:
+        print(f"{args.target}: {write_seeds(args.target)} seed(s) in {corpus_dir(args.target)}")
+    elif args.merge:
+        merge(args.target)
+    elif args.replay is not None:
+        replay(args.target, args.replay)
+    else:
+        fuzz(args.target, extra)
+
+
+if __name__ == "__main__":
+    main()
