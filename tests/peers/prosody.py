@@ -349,10 +349,16 @@ class ClientLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
-        # slixmpp streams cancel tasks when collected: let that happen while the loop still runs
+        # slixmpp streams keep tasks pending and cancel them when collected: finish every task while the
+        # loop still runs, so that nothing calls into it once it is gone
+        import asyncio
         import gc
 
         async def collect() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             gc.collect()
 
         try:
