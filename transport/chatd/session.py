@@ -297,6 +297,8 @@ class StreamProtocol(protocol.Protocol):
 
 
 class StreamFactory(protocol.Factory):
+    noisy = False
+
     def __init__(self, server: CommandServer) -> None:
         self.server = server
 
