@@ -376,3 +376,43 @@ def test_a_queued_message_that_cannot_be_delivered_comes_back_as_an_error(rig: X
     failed = rig.find(lambda s: s.name == "message" and s.getAttribute("type") == "error")
     assert failed and failed[0]["id"] == "w1" and failed[0]["to"] == f"{ALICE}/pc"
     assert condition(failed[0]) == "recipient-unavailable" and str(failed[0].body) == "wait for me"
+
+
+@pytest_twisted.inlineCallbacks
+def test_registration_policy_refusals_are_stanza_errors(tmp_path: Any) -> None:
+    rig = XmppRig(tmp_path, registration__allowed_usernames="[a-z]+")
+    try:
+        yield rig.start()
+        rig.inject(f"<iq type='set' id='r1' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'>"
+                   "<username>Not Allowed!</username><password>pw</password></query></iq>")
+        yield rig.wait_sent(lambda s: s.getAttribute("id") == "r1")
+        refused = rig.find(lambda s: s.getAttribute("id") == "r1")[0]
+        assert condition(refused) == "not-acceptable" and "not allowed" in str(refused.error.text)
+        rig.inject(f"<iq type='set' id='r2' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'>"
+                   "<password>pw</password></query></iq>")
+        yield rig.wait_sent(lambda s: s.getAttribute("id") == "r2")
+        assert condition(rig.find(lambda s: s.getAttribute("id") == "r2")[0]) == "not-acceptable"
+        rig.inject(f"<iq type='set' id='r3' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'>"
+                   "<remove/></query></iq>")
+        yield rig.wait_sent(lambda s: s.getAttribute("id") == "r3")
+        assert condition(rig.find(lambda s: s.getAttribute("id") == "r3")[0]) == "registration-required"
+        assert (yield rig.store.get_user(ALICE)) is None
+    finally:
+        yield rig.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_closed_registration_is_not_allowed(tmp_path: Any) -> None:
+    rig = XmppRig(tmp_path, registration__enable_public_registration="false")
+    try:
+        yield rig.start()
+        rig.inject(f"<iq type='set' id='r1' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:x:data'/>"
+                   "</iq>")
+        assert condition(rig.find(lambda s: s.getAttribute("id") == "r1")[0]) == "service-unavailable"
+        rig.inject(f"<iq type='set' id='r2' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'>"
+                   "<x xmlns='jabber:x:data' type='submit'><field var='username'><value>alice</value></field>"
+                   "</x></query></iq>")
+        yield rig.wait_sent(lambda s: s.getAttribute("id") == "r2")
+        assert condition(rig.find(lambda s: s.getAttribute("id") == "r2")[0]) == "not-allowed"
+    finally:
+        yield rig.stop()
