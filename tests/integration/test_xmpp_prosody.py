@@ -40,7 +40,7 @@ def gateway(prosody_server: ProsodyServer, tmp_path_factory: pytest.TempPathFact
     instance = MainInstance(tmp_path_factory.mktemp("gateway"), ini, jid=prosody_server.component,
                             server="127.0.0.1", port=prosody_server.component_port,
                             password=prosody_server.component_secret, max_queued_per_user=MAX_QUEUED,
-                            login_retry_delay=2.0, admin_jid=prosody_server.jid("erin"))
+                            login_retry_delay=4.0, admin_jid=prosody_server.jid("erin"))
     try:
         instance.start()
         yield instance
