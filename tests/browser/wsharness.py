@@ -218,6 +218,8 @@ def connected_user(url: str, username: str, password: str = "secret-pw", registe
     yield client.expect("handshake")
     client.send({"cmd": "register" if register else "login", "username": username, "password": password})
     answer = yield client.expect()
+    while answer["cmd"] == "ping":  # the server's periodic ping may come first
+        answer = yield client.expect()
     assert answer["cmd"] == "auth_success", answer
     ready = yield client.expect("ready")
     client.ready = ready

@@ -48,8 +48,9 @@ def login(url: str, username: str | None, register: bool = False) -> Iterator[Cl
         if username is not None:
             ws.send(json.dumps({"cmd": "register" if register else "login", "username": username,
                                 "password": "pw-1234"}))
-            assert json.loads(ws.recv(timeout=TIMEOUT))["cmd"] == "auth_success"
-            assert json.loads(ws.recv(timeout=TIMEOUT))["cmd"] == "ready"
+            not_ping = lambda p: p["cmd"] != "ping"  # noqa: E731 - the server pings every 30 s
+            assert recv_until(ws, not_ping)["cmd"] == "auth_success"
+            assert recv_until(ws, not_ping)["cmd"] == "ready"
         yield ws
 
 

@@ -84,7 +84,10 @@ def load_secret(config: Any, create: bool = True) -> bytes:
             raise
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32).encode("ascii")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # created meanwhile by another process (the server, or the CLI)
+        return path.read_bytes().strip()
     with os.fdopen(fd, "wb") as f:
         f.write(value + b"\n")
     return value
