@@ -416,3 +416,78 @@ def test_closed_registration_is_not_allowed(tmp_path: Any) -> None:
         assert condition(rig.find(lambda s: s.getAttribute("id") == "r2")[0]) == "not-allowed"
     finally:
         yield rig.stop()
+
+
+TEMPLATES = [
+    "<iq type='{t}' id='{i}' from='{f}' to='{to}'><query xmlns='{ns}'{attr}>{text}</query></iq>",
+    "<iq type='{t}' id='{i}' from='{f}' to='{to}'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='{at}' action='{t}'/></iq>",
+    "<iq type='{t}' id='{i}' from='{f}' to='{to}'><vCard xmlns='vcard-temp'><PHOTO><BINVAL>{text}</BINVAL></PHOTO>"
+    "<NICKNAME>{text}</NICKNAME></vCard></iq>",
+    "<message type='{t}' id='{i}' from='{f}' to='{to}'><body>{text}</body><request xmlns='urn:xmpp:receipts'/>"
+    "<html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'>{text}</body>"
+    "</html></message>",
+    "<message type='{t}' id='{i}' from='{f}' to='{to}'><subject>{text}</subject>"
+    "<composing xmlns='http://jabber.org/protocol/chatstates'/><attention xmlns='urn:xmpp:attention:0'/></message>",
+    "<presence type='{t}' from='{f}' to='{to}'><show>{text}</show><status>{text}</status>"
+    "<x xmlns='http://jabber.org/protocol/muc'><password>{text}</password></x>"
+    "<c xmlns='http://jabber.org/protocol/caps' node='{at}' ver='{at}' hash='sha-1'/>"
+    "<x xmlns='vcard-temp:x:update'><photo>{text}</photo></x></presence>",
+    "<presence from='{f}' to='{to}'/>",
+]
+NAMESPACES = ["http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items", "jabber:iq:register",
+              "jabber:iq:gateway", "jabber:iq:version", "urn:xmpp:ping", "urn:x", ""]
+TYPES = ["get", "set", "result", "error", "chat", "groupchat", "headline", "normal", "unavailable", "subscribe",
+         "subscribed", "unsubscribe", "unsubscribed", "probe", "execute", "cancel", "bogus", ""]
+
+
+def _junk(rnd: Any) -> str:
+    pieces = ["", "a", "Bob Smith", "&lt;b&gt;", "&amp;", "\\20", "\\zz", "é", "#chan", "x" * 300, "0", "/", "@",
+              "room/nick", "<b>bold</b>", "AAAA", "====", "\u200f\u0627"]
+    return "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 3)))
+
+
+@pytest_twisted.inlineCallbacks
+def test_random_stanzas_never_raise_and_every_iq_is_answered(rig: XmppRig) -> None:
+    import random
+
+    from twisted.logger import globalLogPublisher
+
+    failures: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None and "xmpp" in str(event.get("log_namespace", "")):
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield rig.start()
+        yield rig.logged_in()
+        rnd = random.Random(4242)
+        senders = [f"{ALICE}/pc", f"{ALICE}/other", "mallory@evil.example/x", "evil.example", f"{ALICE}"]
+        targets = [T, f"bob@{T}", f"lobby@{T}/nick", f"\\41x@{T}", f"lobby@{T}", f"{T}/res", "elsewhere.example"]
+        ids = []
+        for n in range(1500):
+            template = rnd.choice(TEMPLATES)
+            stanza_id = f"z{n}"
+            text = _junk(rnd)
+            xml = template.format(t=rnd.choice(TYPES), i=stanza_id, f=rnd.choice(senders), to=rnd.choice(targets),
+                                  ns=rnd.choice(NAMESPACES), attr=rnd.choice(["", " node='x'", " node=''"]),
+                                  text=text, at=text.replace("<", "&lt;").replace("'", "&apos;"))
+            if xml.startswith("<iq") and (" type='get'" in xml or " type='set'" in xml) \
+                    and "elsewhere" not in xml:
+                ids.append(stanza_id)
+            rig.inject(xml)
+            if n % 100 == 0:  # the backend says things too
+                rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(
+                    userName=ALICE, room="lobby", nickname=text or "n", flag=rnd.choice([0, 1, 2, 16, 32, 64]),
+                    status=pb.STATUS_ONLINE))
+                rig.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(
+                    userName=ALICE, buddyName=text or "b", message=text, xhtml=text, nickname=rnd.choice(["", "n"])))
+        rig.clock.advance(60)  # vCard requests time out
+        answered = lambda: {s.getAttribute("id") for s in rig.sent if s.name == "iq"}  # noqa: E731
+        yield wait_until(lambda: set(ids) <= answered(), 60)
+        assert len(ids) > 200 and failures == []
+        assert all(s.getAttribute("from") for s in rig.sent)
+    finally:
+        globalLogPublisher.removeObserver(observe)
