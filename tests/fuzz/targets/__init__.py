@@ -27,6 +27,9 @@ MODULES = (
     "tests.fuzz.targets.hosts",
     "tests.fuzz.targets.mux",
     "tests.fuzz.targets.chatd",
+    "tests.fuzz.targets.websocket",
+    "tests.fuzz.targets.xmpp",
+    "tests.fuzz.targets.config",
 )
 
 Harness = Callable[[bytes], None]
@@ -62,6 +65,16 @@ def all_targets() -> dict[str, Target]:
     return dict(sorted(_TARGETS.items()))
 
 
+#: Open findings (see tests/fuzz/findings/ and OPEN_FINDINGS in test_fuzz.py) that harnesses step around, so
+#: that a long run explores past them instead of stopping at the same crash again. The findings test
+#: empties this set before it replays the reproducers; drop a name once its bug is fixed.
+SUPPRESSED: set[str] = {"non-utf8-proto-strings", "xmpp-empty-from", "mux-unhashable-map-key"}
+
+
+def suppressed(name: str) -> bool:
+    return name in SUPPRESSED
+
+
 class LoggedFailure(AssertionError):
     """Code under test logged a failure (``log.failure``): an exception it did not expect."""
 
@@ -74,11 +87,13 @@ class FailureWatch:
     exactly the crash to report. Use as a context manager around one input.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ignore: Callable[[Any], bool] | None = None) -> None:
         self.failures: list[dict[str, Any]] = []
+        self.ignore = ignore
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("log_failure") is not None:
+        failure = event.get("log_failure")
+        if failure is not None and not (self.ignore is not None and self.ignore(failure)):
             self.failures.append(event)
 
     def __enter__(self) -> FailureWatch:
