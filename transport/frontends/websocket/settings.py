@@ -94,6 +94,10 @@ def _check(config: Config) -> None:
     for name in config.instances("websocket-channel"):
         if name not in seen:
             raise ConfigError(f"[websocket-channel:{name}] names no channel of [websocket] channels", config.path)
+    path = section["path"].strip("/")
+    if not path or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in path):
+        raise ConfigError(f"[websocket] path: {section['path']!r} is not one URL path segment (e.g. ws)",
+                          config.path, config.lines.get(("websocket", "path")))
     for item in section["role_colors"]:
         role, _, color = item.partition(":")
         if not role or not (len(color) == 7 and color.startswith("#")):

@@ -86,7 +86,7 @@ const handlers = {
   auth_success() { state.backoff = 1000; },
   auth_error(p) {
     state.pendingAuth = null;
-    if (state.authed) return;
+    if (state.authed || p.val === "Authentication timed out") return; // a fresh connection follows
     localStorage.removeItem(TOKEN_KEY);
     showLogin(p.val);
   },
