@@ -28,10 +28,12 @@ def free_port() -> int:
 
 
 class TwistdInstance:
-    def __init__(self, directory: Path, extra_ini: str = "", port: int = 0) -> None:
+    def __init__(self, directory: Path, extra_ini: str = "", port: int = 0, defaults: bool = False) -> None:
+        """With *defaults*, no configuration file at all: only the web port is given (as an override argument)."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.defaults = defaults
         self.config_path = self.dir / "transport.ini"
         self.config_path.write_text(
             "[service]\n"
@@ -56,7 +58,7 @@ class TwistdInstance:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "-l", "-",
-                 "transport", "-c", str(self.config_path)],
+                 "transport", *self._arguments()],
                 cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -70,6 +72,11 @@ class TwistdInstance:
                 pass
             time.sleep(0.1)  # start-up polling outside the reactor
         raise TimeoutError(f"twistd did not serve {self.http_url} within {timeout} s:\n{self.log()[-4000:]}")
+
+    def _arguments(self) -> list[str]:
+        if self.defaults:
+            return [f"service.web_port=tcp:{self.port}:interface=127.0.0.1"]
+        return ["-c", str(self.config_path)]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -131,3 +131,19 @@ def _fuzzer_exists(instance: TwistdInstance) -> bool:
         with login(instance.ws_url, "fuzzer", register=True):
             _fuzzer[0] = True
     return True
+
+
+def test_out_of_the_box_defaults(tmp_path) -> None:
+    """``twistd -n transport`` with no configuration file (only the port moved off 8080): cracked mode with
+    registration, SQLite in ./state, the echo backend (the installed ``transport-backend-echo``)."""
+    inst = TwistdInstance(tmp_path, defaults=True)
+    inst.start()
+    try:
+        with login(inst.ws_url, "firsttimer", register=True) as ws:
+            recv_until(ws, lambda p: p["cmd"] == "gateway_status" and p["connected"])
+            ws.send(json.dumps({"cmd": "message_new", "channel": "dm:echo", "content": "out of the box"}))
+            echoed = recv_until(ws, lambda p: p["cmd"] == "message_new" and p["message"]["user"] == "echo")
+            assert echoed["message"]["content"] == "out of the box"
+        assert (tmp_path / "state").is_dir()
+    finally:
+        inst.stop()
