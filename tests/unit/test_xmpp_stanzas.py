@@ -491,3 +491,26 @@ def test_random_stanzas_never_raise_and_every_iq_is_answered(rig: XmppRig) -> No
         assert all(s.getAttribute("from") for s in rig.sent)
     finally:
         globalLogPublisher.removeObserver(observe)
+
+
+@pytest_twisted.inlineCallbacks
+def test_auto_register_users_who_add_the_transport(tmp_path: Any) -> None:
+    rig = XmppRig(tmp_path, registration__auto_register="true")
+    try:
+        yield rig.start()
+        rig.inject(f"<presence from='{ALICE}' to='{T}' type='subscribe'/>")
+        yield rig.wait_sent(lambda s: s.getAttribute("type") == "subscribe" and s["to"] == ALICE)
+        assert rig.find(lambda s: s.getAttribute("type") == "subscribed" and s["to"] == ALICE)
+        rig.inject(f"<presence from='{ALICE}/pc' to='{T}'/>")
+        yield wait_until(lambda: bool(rig.frames(W.TYPE_LOGIN)), 30)
+        assert rig.frames(W.TYPE_LOGIN)[0].legacyName == "alice"
+        assert (yield rig.store.get_user(ALICE)) is not None
+    finally:
+        yield rig.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_strangers_adding_the_transport_are_refused(rig: XmppRig) -> None:
+    yield rig.start()
+    rig.inject(f"<presence from='{ALICE}' to='{T}' type='subscribe'/>")
+    yield rig.wait_sent(lambda s: s.getAttribute("type") == "unsubscribed" and s["to"] == ALICE)

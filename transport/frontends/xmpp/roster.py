@@ -156,7 +156,12 @@ class Roster:
 
     def _transport_subscription(self, record: object, bare: str) -> None:
         if record is None:
-            self.frontend.send(st.presence(bare, self.frontend.domain, "unsubscribed"))
+            if not self.frontend.config.get("registration", "auto_register"):
+                self.frontend.send(st.presence(bare, self.frontend.domain, "unsubscribed"))
+                return
+            # registered at the first login: ask for the user's presence, which brings that login
+            self.frontend.send(st.presence(bare, self.frontend.domain, "subscribed"))
+            self.frontend.send(st.presence(bare, self.frontend.domain, "subscribe"))
             return
         self.frontend.send(st.presence(bare, self.frontend.domain, "subscribed"))
         user = self.frontend.users.get(bare)
