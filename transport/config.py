@@ -176,9 +176,13 @@ _SECTIONS: dict[str, Section] = {}
 _validators: list[Callable[[Config], None]] = []
 
 
+_ORIGIN: dict[str, str] = {}
+
+
 def declare(section: Section) -> Section:
     """Register a section declaration (called by the ``settings`` modules)."""
     _SECTIONS[section.name] = section
+    _ORIGIN[section.name] = sys._getframe(1).f_globals.get("__name__", "")
     return section
 
 
@@ -191,7 +195,10 @@ def sections() -> dict[str, Section]:
     """Every declared section, the side services' included."""
     for module in SECTION_MODULES:
         importlib.import_module(module)
-    return dict(_SECTIONS)
+    # the core's sections, then each module's in SECTION_MODULES order, whatever the import order was
+    rank = {__name__: -1, **{m: i for i, m in enumerate(SECTION_MODULES)}}
+    ordered = sorted(_SECTIONS.items(), key=lambda item: rank.get(_ORIGIN.get(item[0], ""), len(rank)))
+    return dict(ordered)
 
 
 # ---------------------------------------------------------------------------
