@@ -218,6 +218,11 @@ def test_daemon_mode_with_pidfiles_two_instances_side_by_side(tmp_path: Path) ->
         first = (a_dir / "irc.log").read_text().splitlines()[0]
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info ", first), first
 
+        # SIGUSR1 rotates the log file now, as twistd does for its own
+        os.kill(pid_a, signal.SIGUSR1)
+        _wait(lambda: (a_dir / "irc.log.1").exists(), what="irc.log rotated")
+        _wait(lambda: "SIGUSR1: log file rotated" in (a_dir / "irc.log").read_text(), what="new irc.log")
+
         # stopping one leaves the other running; the pidfile goes, the backends too
         os.kill(pid_a, signal.SIGTERM)
         _wait(lambda: not process_alive(pid_a), what="irc instance stopped")

@@ -11,6 +11,7 @@ the other parts, so that it starts last and stops first):
   does ``reactor.callFromThread``) and ``transportctl reload`` run
   :meth:`OpsService.reload_config`: ``RELOADING=1``, the file read again and
   applied (:mod:`transport.ops.reload`), the log levels updated, ``READY=1``;
+  SIGUSR1 rotates the log file at once when there is one (as twistd does);
 * the web resources ``/metrics`` (:mod:`transport.web.metrics`) and ``/status``
   (:mod:`transport.web.status`) on the web port, as ``[monitoring]`` says.
 
@@ -52,10 +53,13 @@ class OpsService(service.Service):
         self.reloader.add_listener(self._apply_levels)
         #: the log observer's level policy (set by :func:`twistd_root` when twistd runs us)
         self.policy: LevelPolicy | None = None
+        #: the log file twistd writes through our observer, if any (SIGUSR1 rotates it)
+        self.log_file: Any = None
         monitoring = context.config["monitoring"]
         self.sampler = StatusSampler(context, monitoring["sample_interval"], monitoring["history"])
         self.ready = False
         self._previous_hup: Any = None
+        self._previous_usr1: Any = None
         self._watchdog: task.LoopingCall | None = None
         self._status_loop: task.LoopingCall | None = None
         self._last_status = ""
@@ -69,6 +73,8 @@ class OpsService(service.Service):
         if self.install_signals:
             try:
                 self._previous_hup = signal.signal(signal.SIGHUP, self._sighup)
+                if self.log_file is not None:
+                    self._previous_usr1 = signal.signal(signal.SIGUSR1, self._sigusr1)
             except ValueError:  # not the main thread (embedded use)
                 self._previous_hup = None
         self.sampler.start()
@@ -109,12 +115,13 @@ class OpsService(service.Service):
             if loop is not None and loop.running:
                 loop.stop()
         self.sampler.stop()
-        if self.install_signals and self._previous_hup is not None:
-            try:
-                signal.signal(signal.SIGHUP, self._previous_hup)
-            except ValueError:
-                pass
-            self._previous_hup = None
+        for signum, previous in ((signal.SIGHUP, self._previous_hup), (signal.SIGUSR1, self._previous_usr1)):
+            if self.install_signals and previous is not None:
+                try:
+                    signal.signal(signum, previous)
+                except ValueError:
+                    pass
+        self._previous_hup = self._previous_usr1 = None
         return super().stopService()
 
     # -- status
@@ -134,6 +141,14 @@ class OpsService(service.Service):
     def _sighup(self, signum: int, frame: Any) -> None:
         # A signal handler runs between bytecodes of whatever the reactor was doing: hand over.
         self.reactor.callFromThread(self._reload_from_signal)
+
+    def _sigusr1(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self._rotate_log)
+
+    def _rotate_log(self) -> None:
+        if self.log_file is not None:
+            self.log_file.rotate()
+            log.info("SIGUSR1: log file rotated")
 
     def _reload_from_signal(self) -> None:
         log.info("SIGHUP: reloading {path}", path=self.context.config.path or "(no configuration file)")
@@ -186,6 +201,7 @@ def twistd_root(top: service.MultiService, config: Any, options: Mapping[str, An
     if isinstance(ops, OpsService):
         if observer is not None:
             ops.policy = observer.policy
+            ops.log_file = observer.log_file
         if options is not None:
             ops.reloader.overrides = list(options.get("overrides", ()))
     return root
