@@ -72,7 +72,7 @@ class Login:
             self.answer_probe(bare, target)
             return True
         if target.kind != "transport":
-            return type_ != "unavailable"  # directed presence to a buddy: nothing to do
+            return True  # presence to a buddy (broadcast or directed): the legacy network has no use for it
         if type_ in ("unavailable", "error"):
             known = self.frontend.users.get(bare)
             if known is not None:
