@@ -11,6 +11,11 @@ admin_socket``, ``admin_token``, else ``admin.sock`` in ``state_dir``); without
 ``-c``, ``./transport.ini`` is used when it exists, else every default. The
 command's output is printed; the exit status is 0 on success, 1 when the main
 instance answered with an error, 2 when it could not be reached.
+
+The side services' own tools are reachable through it too, with the same
+``-c``: ``transportctl hosts ...`` (``transport-hosts``), ``transportctl chatd ...``
+(``transport-chatd``: tokens, rooms, members, contacts, a client), and
+``transportctl websocket token USER`` (``transport-websocket``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,40 @@ from transport import config as configuration
 from transport.admin.commands import COMMANDS
 
 EXIT_OK, EXIT_ERROR, EXIT_UNREACHABLE = 0, 1, 2
+
+#: ``transportctl NAME ...`` runs that part's own command line (module with ``main(argv)``).
+DELEGATES = {
+    "hosts": "transport.hosts.cli",
+    "chatd": "transport.chatd.cli",
+    "statusd": "transport.chatd.cli",
+    "websocket": "transport.frontends.websocket.tokens",
+}
+
+
+def _delegate(argv: Sequence[str]) -> int | None:
+    """Run a side service's CLI when the command names one; None otherwise."""
+    options: list[str] = []
+    rest = list(argv)
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        options.append(option)
+        if option in ("-c", "--config", "--socket", "--token", "--timeout") and rest:
+            options.append(rest.pop(0))
+    if not rest or rest[0] not in DELEGATES:
+        return None
+    name = rest.pop(0)
+    passed: list[str] = []
+    for i, option in enumerate(options):
+        if option in ("-c", "--config") and i + 1 < len(options):
+            passed = ["-c", options[i + 1]]
+        elif option.startswith("--config="):
+            passed = ["-c", option.split("=", 1)[1]]
+    if not passed and Path("transport.ini").exists():
+        passed = ["-c", "transport.ini"]
+    import importlib
+
+    module = importlib.import_module(DELEGATES[name])
+    return int(module.main(passed + rest) or 0)
 
 
 def _split_endpoint(text: str) -> list[str]:
@@ -98,11 +137,15 @@ def _admin_keys_only(path: str | None) -> configuration.Config | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    delegated = _delegate(sys.argv[1:] if argv is None else argv)
+    if delegated is not None:
+        return delegated
     commands = "\n".join(f"  {usage}" for usage, _ in COMMANDS.values())
     parser = argparse.ArgumentParser(
         prog="transportctl", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Query or control a running Transport main instance.",
-        epilog=f"commands:\n{commands}")
+        epilog=f"commands:\n{commands}\n\nside services (their own tools, same -c):\n"
+               + "".join(f"  {name} ...\n" for name in DELEGATES))
     parser.add_argument("-c", "--config", help="configuration file (default: ./transport.ini if present)")
     parser.add_argument("--socket", help="admin endpoint (default: from the configuration)")
     parser.add_argument("--token", help="admin token (default: [service] admin_token)")
