@@ -514,3 +514,18 @@ def test_strangers_adding_the_transport_are_refused(rig: XmppRig) -> None:
     yield rig.start()
     rig.inject(f"<presence from='{ALICE}' to='{T}' type='subscribe'/>")
     yield rig.wait_sent(lambda s: s.getAttribute("type") == "unsubscribed" and s["to"] == ALICE)
+
+
+@pytest_twisted.inlineCallbacks
+def test_raw_xml_from_a_backend_is_checked_before_it_goes_out(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    peer = rig.peer
+    before = len(rig.sent)
+    peer.send(W.TYPE_RAW_XML, f"<message to='{ALICE}/pc' from='bob@{T}'><body>raw</body></message>")
+    peer.send(W.TYPE_RAW_XML, f"<message to='{ALICE}'><body>from the transport</body></message>")
+    peer.send(W.TYPE_RAW_XML, f"<message to='{ALICE}' from='admin@example.org'><body>forged</body></message>")
+    peer.send(W.TYPE_RAW_XML, "<message to='mallory@example.net'><body>elsewhere</body></message>")
+    peer.send(W.TYPE_RAW_XML, "<message><body>unclosed")
+    out = [s for s in rig.sent[before:] if s.name == "message"]
+    assert [(s["from"], str(s.body)) for s in out] == [(f"bob@{T}", "raw"), (T, "from the transport")]

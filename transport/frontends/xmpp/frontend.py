@@ -9,7 +9,8 @@ receives to the handler for its concern - one module each, registered here:
 * :mod:`.disco` (XEP-0030, XEP-0115), :mod:`.ping` (XEP-0199, XEP-0092),
 * :mod:`.register` (XEP-0077, XEP-0100), :mod:`.login` (presence, sessions, probes),
 * :mod:`.roster` (subscriptions, buddies), :mod:`.message` (chat, XEP-0184/0085/0224),
-* :mod:`.vcard` (vcard-temp, XEP-0153), :mod:`.muc` (XEP-0045), :mod:`.commands` (XEP-0050).
+* :mod:`.vcard` (vcard-temp, XEP-0153), :mod:`.muc` (XEP-0045), :mod:`.commands` (XEP-0050),
+* :mod:`.raw` (raw stanzas of backends with ``features.rawxml``).
 
 Handlers are thin: they translate and call the gateway. Hostile or broken input
 is answered with a stanza error (iq, message) or ignored (presence), and logged
@@ -145,9 +146,20 @@ class XmppFrontend:
         self._install_handlers()
 
     def _install_handlers(self) -> None:
-        from transport.frontends.xmpp import commands, disco, login, message, muc, ping, register, roster, vcard
+        from transport.frontends.xmpp import (
+            commands,
+            disco,
+            login,
+            message,
+            muc,
+            ping,
+            raw,
+            register,
+            roster,
+            vcard,
+        )
 
-        for module in (disco, ping, register, login, roster, message, vcard, muc, commands):
+        for module in (disco, ping, register, login, roster, message, vcard, muc, commands, raw):
             handler = module.install(self)
             self.handlers[module.__name__.rsplit(".", 1)[1]] = handler
 
