@@ -258,6 +258,13 @@ GARBAGE = [
     pytest.param(b"\x08\x08\x12\x03\x0a\x01u", id="message-missing-required"),
     pytest.param(b"\x08\x22\x12\x02\xff\xfe", id="raw-xml-not-utf8"),
     pytest.param(b"\x08\x01\x12\x03\x0a\x05a", id="truncated-payload"),
+    # proto2 string fields that are not UTF-8 (upb would hand them over as bytes)
+    pytest.param(b"\x08\x01\x12\x04\x0a\x02\xff\xfe", id="string-not-utf8"),
+    pytest.param(b"\x08\x06\x12\x0a\x0a\x01a\x12\x01b\x22\x02\xc3\x28", id="repeated-string-not-utf8"),
+    pytest.param(
+        b"\x08\x03\x12\x11\x0a\x01a\x12\x01b\x1a\x01c\x2a\x08\x0a\x06\x0a\x01\xff\x12\x01x", id="map-key-not-utf8"
+    ),
+    pytest.param(b"\x08\x08\x12\x0e\x0a\x01a\x12\x01b\x1a\x01c\x5a\x03\x0a\x01\xff", id="nested-string-not-utf8"),
 ]
 
 
@@ -269,6 +276,15 @@ def test_garbage_frames_are_skipped_and_counted(body: bytes) -> None:
     assert packets == [Packet(W.TYPE_PONG), Packet(W.TYPE_PONG)]
     assert decoder.skipped == 1
     assert decoder.last_error
+
+
+def test_non_ascii_text_and_binary_fields_are_fine() -> None:
+    message = pb.ConversationMessage(
+        userName="a@b", buddyName="Zoë", message="héllo 🙂", attachment=[pb.Attachment(url="https://x/é")]
+    )
+    vcard = pb.VCard(userName="a@b", buddyName="b", id=1, photo=b"\xff\xfe\x00")  # bytes need not be UTF-8
+    packets = FrameDecoder().feed(encode(W.TYPE_CONV_MESSAGE, message) + encode(W.TYPE_VCARD, vcard))
+    assert packets == [Packet(W.TYPE_CONV_MESSAGE, message), Packet(W.TYPE_VCARD, vcard)]
 
 
 def test_unknown_types_are_counted_separately() -> None:

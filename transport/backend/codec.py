@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from transport.backend import transport_pb2 as pb
@@ -124,7 +126,8 @@ def encode(type_: int, payload: Payload | bytes = None) -> bytes:
 def decode_payload(type_: int, raw: bytes) -> Payload:
     """Parse a wrapper's payload bytes for *type_*; raises DecodeError on garbage.
 
-    Garbage includes a payload whose required fields are missing.
+    Garbage includes a payload whose required fields are missing, and string
+    fields that are not UTF-8.
     """
     cls = PAYLOAD_TYPES.get(type_)
     if cls is None:
@@ -141,7 +144,59 @@ def decode_payload(type_: int, raw: bytes) -> Payload:
     if not message.IsInitialized():
         missing = message.FindInitializationErrors()  # type: ignore[attr-defined]
         raise DecodeError("missing required field(s): " + ", ".join(missing))
+    if not raw.isascii():  # ASCII is UTF-8: the common case needs no walk over the fields
+        _check_text(message)
     return message
+
+
+# proto2 does not make the parser check that string fields are UTF-8 (Spectrum 2's
+# C++ side does not either); upb then hands such a field over as bytes, or raises
+# UnicodeDecodeError when a map is read. Such a frame is garbage for us: refused
+# here, once, rather than crashing whichever handler reads the field.
+_TextPlan = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, bool], ...], tuple[str, ...]]
+_TEXT_PLANS: dict[str, _TextPlan] = {}
+
+
+def _text_plan(descriptor: Any) -> _TextPlan:
+    plan = _TEXT_PLANS.get(descriptor.full_name)
+    if plan is None:
+        strings: list[str] = []
+        repeated: list[str] = []
+        messages: list[tuple[str, bool]] = []
+        maps: list[str] = []
+        for field in descriptor.fields:
+            if field.type == FieldDescriptor.TYPE_STRING:
+                (repeated if field.is_repeated else strings).append(field.name)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                if field.message_type.GetOptions().map_entry:
+                    maps.append(field.name)
+                else:
+                    messages.append((field.name, field.is_repeated))
+        plan = _TEXT_PLANS[descriptor.full_name] = (tuple(strings), tuple(repeated), tuple(messages), tuple(maps))
+    return plan
+
+
+def _check_text(message: Any) -> None:
+    """Raise DecodeError when a string field of *message* (or of a nested one) is not UTF-8."""
+    strings, repeated, messages, maps = _text_plan(message.DESCRIPTOR)
+    for name in strings:
+        if type(getattr(message, name)) is not str:
+            raise DecodeError(f"{message.DESCRIPTOR.name}.{name} is not UTF-8")
+    for name in repeated:
+        for value in getattr(message, name):
+            if type(value) is not str:
+                raise DecodeError(f"{message.DESCRIPTOR.name}.{name} is not UTF-8")
+    for name, is_repeated in messages:
+        if is_repeated:
+            for item in getattr(message, name):
+                _check_text(item)
+        elif message.HasField(name):
+            _check_text(getattr(message, name))
+    for name in maps:
+        try:
+            dict(getattr(message, name))
+        except UnicodeDecodeError:
+            raise DecodeError(f"{message.DESCRIPTOR.name}.{name} is not UTF-8") from None
 
 
 class FrameDecoder:
