@@ -529,3 +529,30 @@ def test_raw_xml_from_a_backend_is_checked_before_it_goes_out(rig: XmppRig) -> N
     peer.send(W.TYPE_RAW_XML, "<message><body>unclosed")
     out = [s for s in rig.sent[before:] if s.name == "message"]
     assert [(s["from"], str(s.body)) for s in out] == [(f"bob@{T}", "raw"), (T, "from the transport")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_stay_connected_keeps_the_legacy_session_without_clients(rig: XmppRig) -> None:
+    yield rig.start()
+    record = yield rig.gateway.register(ALICE, "alice", "pw")
+    # the setting through the ad-hoc command, as a client would set it
+    rig.inject(f"<iq type='set' id='s1' from='{ALICE}/pc' to='{T}'><command xmlns='http://jabber.org/protocol/commands'"
+               " node='settings' action='complete'><x xmlns='jabber:x:data' type='submit'>"
+               "<field var='stay_connected'><value>1</value></field></x></command></iq>")
+    yield rig.wait_sent(lambda s: s.getAttribute("id") == "s1")
+    assert (yield rig.store.get_settings(record.id)) == {"stay_connected": "1"}
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'/>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_LOGIN)), 30)
+    rig.peer.send(W.TYPE_CONNECTED, pb.Connected(user=ALICE))
+    yield wait_until(lambda: rig.frontend.users[ALICE].settings is not None, 30)
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}' type='unavailable'/>")
+    assert rig.frames(W.TYPE_LOGOUT) == []  # still logged in, shown as xa
+    assert [s.status for s in rig.frames(W.TYPE_STATUS_CHANGED)][-1] == pb.STATUS_XA
+    rig.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName=ALICE, buddyName="bob", message="later"))
+    kept = rig.find(lambda s: s.name == "message" and s.body is not None and str(s.body) == "later")
+    assert kept and kept[0]["to"] == ALICE  # the bare JID: the user's server keeps it
+    # a client comes back: no new login, the placeholder goes
+    rig.inject(f"<presence from='{ALICE}/phone' to='{T}'/>")
+    yield wait_until(lambda: rig.gateway.user_state(ALICE).sessions.keys() == {"phone"}, 30)
+    assert len(rig.frames(W.TYPE_LOGIN)) == 1
+    assert [s.status for s in rig.frames(W.TYPE_STATUS_CHANGED)][-1] == pb.STATUS_ONLINE

@@ -1,8 +1,9 @@
 """XEP-0050 ad-hoc commands on the transport: per-user settings, and admin queries.
 
 Every registered user has ``settings``: a form of booleans kept in the database
-and passed to the backend with each LOGIN (Spectrum 2's per-user settings; the
-backend decides what they mean). JIDs listed in ``[service] admin_jid`` also
+and passed to the backend with each LOGIN (Spectrum 2's per-user settings).
+``stay_connected`` is also the frontend's: the legacy session outlives the
+user's last XMPP client (see :meth:`transport.frontends.xmpp.login.Login.close_session`). JIDs listed in ``[service] admin_jid`` also
 get the admin commands, answered by the same code as ``transportctl``:
 ``status``, ``online_users``, ``backends`` (each backend with its users) and
 ``crashed_backends``.
@@ -107,6 +108,9 @@ class Commands:
                 if var in USER_SETTINGS:
                     value = "1" if _truthy(st.text_of(st.child(field, st.NS_DATA, "value"), 10)) else "0"
                     await store.set_setting(record.id, var, value)
+                    known = self.frontend.users.get(bare)
+                    if known is not None and known.settings is not None:
+                        known.settings[var] = value
             reply = self._reply("settings", "completed", session)
             reply.addElement("note", content="Settings saved; they apply at your next login.")["type"] = "info"
             return reply

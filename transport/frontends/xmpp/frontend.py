@@ -45,6 +45,9 @@ EventHandler = Callable[[Any], None]
 
 #: Receipts remembered per user (message id -> sending resource).
 MAX_RECEIPTS = 256
+#: Session id that keeps a ``stay_connected`` user logged in while none of their resources is online
+#: (a tab cannot be part of a real resource: resourceprep forbids control characters).
+STAY_SESSION = "\tstay-connected"
 
 
 def as_deferred(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
@@ -98,6 +101,10 @@ class XmppUser:
     #: rooms to join again at the next session: room -> (nickname, password, when the last resource went
     #: away without leaving the room); see ``[xmpp] rejoin_window``
     rejoin: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    #: the user's ad-hoc settings (None until read from the store at their first session)
+    settings: dict[str, str] | None = None
+    #: the legacy session is kept with no resource online (the ``stay_connected`` setting)
+    staying: bool = False
 
     def full(self, resource: str) -> str:
         return f"{self.jid}/{resource}"

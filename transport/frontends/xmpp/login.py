@@ -32,7 +32,7 @@ from twisted.words.xish import domish
 from transport.core import events as ev
 from transport.core import presence as pr
 from transport.frontends.xmpp import stanzas as st
-from transport.frontends.xmpp.frontend import Target, XmppFrontend, XmppUser
+from transport.frontends.xmpp.frontend import STAY_SESSION, Target, XmppFrontend, XmppUser
 
 log = Logger()
 
@@ -165,6 +165,12 @@ class Login:
     def _opened(self, state: Any, user: XmppUser, resource: str) -> Any:
         if getattr(state, "state", "") == "online" and not user.connected:
             user.connected = True
+        if user.staying and resource != STAY_SESSION:
+            # back with a real client: the placeholder session is not needed any more
+            user.staying = False
+            self.frontend.gateway.session_closed(user.jid, STAY_SESSION)
+        if user.settings is None:
+            self._load_settings(user)
         if user.connected:
             # a new resource: the transport and the buddies are there already
             self._present(user, resource)
@@ -198,8 +204,20 @@ class Login:
     def _failed(self, failure: Failure, what: str, user: str) -> None:
         log.warn("{what} of {user} failed: {reason}", what=what, user=user, reason=failure.getErrorMessage())
 
+    def _load_settings(self, user: XmppUser) -> None:
+        store = self.frontend.gateway.store
+        d = store.get_user(user.jid)
+        d.addCallback(lambda record: store.get_settings(record.id) if record is not None else {})
+        d.addCallback(lambda settings: setattr(user, "settings", dict(settings)))
+        d.addErrback(lambda f: log.warn("settings of {user}: {e}", user=user.jid, e=f.getErrorMessage()))
+
     def close_session(self, user: XmppUser, resource: str) -> None:
-        """End the session of *resource* (its rooms are joined again if the user comes back soon)."""
+        """End the session of *resource* (its rooms are joined again if the user comes back soon).
+
+        The last resource of a user with the ``stay_connected`` setting leaves a placeholder session
+        (presence xa) instead, so the legacy session goes on; messages then go to the bare JID, where the
+        user's server keeps them until a client comes back.
+        """
         if resource not in user.resources:
             return
         del user.resources[resource]
@@ -207,9 +225,24 @@ class Login:
         muc = self.frontend.handlers.get("muc")
         if muc is not None:
             muc.resource_gone(user, resource)
-        self.frontend.gateway.session_closed(user.jid, resource)
-        if not user.resources:
+        gateway = self.frontend.gateway
+        stay = (not user.resources and user.connected and not user.staying
+                and (user.settings or {}).get("stay_connected") == "1")
+        if stay:
+            user.staying = True
+            d = gateway.session_opened(self.frontend, user.jid, STAY_SESSION, pr.XA, "")
+            d.addErrback(lambda f: log.warn("keeping {user} connected: {e}", user=user.jid, e=f.getErrorMessage()))
+            d.addBoth(lambda _: gateway.session_closed(user.jid, resource))
+            return
+        gateway.session_closed(user.jid, resource)
+        if not user.resources and not user.staying:
             user.connected = False
+
+    def end_stay(self, user: XmppUser) -> None:
+        """Close the placeholder session (unregistration)."""
+        if user.staying:
+            user.staying = False
+            self.frontend.gateway.session_closed(user.jid, STAY_SESSION)
 
     # ------------------------------------------------------------------ component (re)connection
 

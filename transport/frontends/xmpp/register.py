@@ -131,6 +131,7 @@ class Registration:
         if known is not None:
             for resource in list(known.resources):
                 self.frontend.gateway.session_closed(user, resource)
+            self.frontend.handlers["login"].end_stay(known)
         for name in sorted(names):
             buddy = self.frontend.buddy_jid(name)
             for type_ in ("unavailable", "unsubscribe", "unsubscribed"):
