@@ -107,6 +107,8 @@ def test_ready_reload_and_stop_under_the_service_manager(main_instance: Any, mon
     assert ready["READY"] == "1" and "users online" in ready["STATUS"]
     port = _web_port(instance)
     pids = instance.wait_ready(1)
+    for pid in pids:  # the backends do not inherit the service manager's socket
+        assert b"NOTIFY_SOCKET=" not in Path(f"/proc/{pid}/environ").read_bytes()
 
     # a user logged in through the WebSocket frontend and the echo backend
     with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=30) as ws:

@@ -88,3 +88,13 @@ def test_watchdog_interval_from_environment() -> None:
     mine = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
     assert Notifier(environ=mine).watchdog_interval == 2.0
     assert Notifier(environ={}).watchdog_interval is None
+
+
+def test_unset_environment_keeps_the_socket_from_children(monkeypatch: pytest.MonkeyPatch,
+                                                         abstract_socket: tuple[str, socket.socket]) -> None:
+    address, sock = abstract_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    n = Notifier(unset_environment=True)
+    assert "NOTIFY_SOCKET" not in os.environ and "WATCHDOG_USEC" not in os.environ
+    assert n.ready() and sock.recv(100) == b"READY=1\n"

@@ -53,7 +53,7 @@ def format_message(fields: Mapping[str, Any]) -> bytes:
 class Notifier:
     """Sends notifications to the service manager named by ``NOTIFY_SOCKET``."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, unset_environment: bool = False) -> None:
         env = os.environ if environ is None else environ
         self.address = socket_address(env.get("NOTIFY_SOCKET", ""))
         usec = env.get("WATCHDOG_USEC", "")
@@ -62,6 +62,10 @@ class Notifier:
         self.watchdog_interval: float | None = None
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_interval = int(usec) / 1e6
+        if unset_environment and environ is None:
+            # like sd_notify(unset_environment=1): the backends we spawn must not talk to systemd as us
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)
         self._sock: socket.socket | None = None
         self._failed = False
         #: Every message sent (for tests and the status page): list of dicts.

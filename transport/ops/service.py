@@ -47,7 +47,7 @@ class OpsService(service.Service):
     def __init__(self, context: Any, notifier: Notifier | None = None, install_signals: bool = True) -> None:
         self.context = context
         self.reactor = context.reactor
-        self.notifier = notifier if notifier is not None else Notifier()
+        self.notifier = notifier if notifier is not None else Notifier(unset_environment=True)
         self.install_signals = install_signals
         self.reloader = ConfigReloader(context.config, parts=context.registry)
         self.reloader.add_listener(self._apply_levels)
