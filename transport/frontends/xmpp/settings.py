@@ -18,13 +18,14 @@ SECTION = declare(Section("xmpp", "The XEP-0114 component frontend (connection k
         "are discarded and counted.", minimum=0),
     Key("session_grace", "float", 30.0,
         "Seconds after the component reconnected during which users' resources must show up again (answering "
-        "the gateway's presence probe) before their sessions are closed.", minimum=0.0),
+        "the gateway's presence probe) before their sessions are closed.", minimum=0.0, reloadable=True),
     Key("rejoin_window", "float", 300.0,
         "Rooms a user was in when their resources went offline (client or server restart) are joined again when "
-        "they come back within this many seconds; 0 disables.", minimum=0.0),
+        "they come back within this many seconds; 0 disables.", minimum=0.0, reloadable=True),
     Key("vcard_timeout", "float", 40.0, "Seconds a buddy's vCard may take before the client gets "
-        "remote-server-timeout.", minimum=0.1),
+        "remote-server-timeout.", minimum=0.1, reloadable=True),
     Key("caps_node", "str", "https://github.com/transport/transport",
         "XEP-0115 node advertised in the transport's presence."),
-    Key("max_rooms_listed", "int", 500, "Rooms listed in disco#items on the transport.", minimum=0),
+    Key("max_rooms_listed", "int", 500, "Rooms listed in disco#items on the transport.", minimum=0,
+        reloadable=True),
 ]))
