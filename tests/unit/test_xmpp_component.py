@@ -71,11 +71,15 @@ def test_handshake_then_queued_stanzas_go_out_with_from() -> None:
     assert "user0@example.org" in out and "user2" not in out
     link.send(message("user9@example.org"))
     assert "user9@example.org" in transport.value().decode()
+    transport.clear()
+    link.reactor.advance(60)  # whitespace keepalive on an idle link
+    assert transport.value() == b" "
     xs.dataReceived(b"<iq type='get' id='1' from='a@example.org/r' to='transport.example.org'>"
                     b"<ping xmlns='urn:xmpp:ping'/></iq>")
     assert [s.name for s in rec.stanzas] == ["iq"]
     xs.connectionLost(None)
     assert not link.connected and rec.down == 1
+    assert link._keepalive is None and not link.reactor.getDelayedCalls()
     link.send(message("later@example.org"))
     assert len(link.pending) == 1  # kept for the next connection
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import internet, service
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints, protocol, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import component, xmlstream
@@ -82,7 +82,8 @@ class ComponentLink(service.Service):
                  on_down: Callable[[], None] = lambda: None,
                  on_fatal: Callable[[str], None] = lambda reason: None,
                  initial_delay: float = 1.0, max_delay: float = 60.0, jitter: float = 0.2,
-                 max_pending: int = 5000, rand: Callable[[], float] = random.random) -> None:
+                 max_pending: int = 5000, rand: Callable[[], float] = random.random,
+                 keepalive: float = 60.0) -> None:
         self.jid = jid
         self.secret = secret
         self.endpoint_description = endpoint
@@ -96,6 +97,8 @@ class ComponentLink(service.Service):
         self.jitter = jitter
         self.max_pending = max_pending
         self.rand = rand
+        self.keepalive = keepalive
+        self._keepalive: task.LoopingCall | None = None
         self.xs: xmlstream.XmlStream | None = None
         self.connected = False
         self.failed: str | None = None
@@ -158,6 +161,11 @@ class ComponentLink(service.Service):
         d = self._waiting.pop(xs, None)
         if d is not None:
             d.callback(None)
+        if self.keepalive > 0:
+            # whitespace keeps NATs and firewalls from dropping an idle link, and finds a dead one
+            self._keepalive = task.LoopingCall(self._send_whitespace, xs)
+            self._keepalive.clock = self.reactor
+            self._keepalive.start(self.keepalive, now=False)
         while self.pending and self.connected:
             xs.send(self.pending.popleft())
         try:
@@ -202,6 +210,9 @@ class ComponentLink(service.Service):
             d.errback(ComponentAuthFailed(self.failed or "the connection closed before the handshake"))
         if xs is not self.xs:
             return
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
+        self._keepalive = None
         self.xs = None
         was_connected, self.connected = self.connected, False
         if was_connected:
@@ -212,6 +223,11 @@ class ComponentLink(service.Service):
                 log.failure("handling the component's disconnection")
 
     # ------------------------------------------------------------------ sending
+
+    @staticmethod
+    def _send_whitespace(xs: xmlstream.XmlStream) -> None:
+        if xs.transport is not None:
+            xs.transport.write(b" ")
 
     def send(self, stanza: domish.Element) -> None:
         """Send *stanza* (``from`` defaults to the component), or keep it until the link is up."""

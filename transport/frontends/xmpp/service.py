@@ -44,7 +44,7 @@ class XmppService(service.MultiService):
             on_stanza=self.frontend.stanza_received, on_up=self.frontend.handlers["login"].component_up,
             on_fatal=self._fatal, initial_delay=settings["reconnect_initial_delay"],
             max_delay=settings["reconnect_max_delay"], jitter=settings["reconnect_jitter"],
-            max_pending=settings["max_pending_stanzas"])
+            max_pending=settings["max_pending_stanzas"], keepalive=settings["keepalive_interval"])
         self.link.setServiceParent(self)
         context.registry["xmpp"] = self
 

@@ -10,6 +10,9 @@ SECTION = declare(Section("xmpp", "The XEP-0114 component frontend (connection k
     Key("reconnect_jitter", "float", 0.2,
         "Random fraction added to each reconnection delay (0.2 = up to 20% more), so gateways do not reconnect "
         "in step.", minimum=0.0, maximum=1.0),
+    Key("keepalive_interval", "float", 60.0,
+        "Seconds between whitespace keepalives on the component link (keeps NATs open, finds dead links); "
+        "0 disables.", minimum=0.0),
     Key("exit_on_auth_failure", "bool", True,
         "Stop the whole process when the XMPP server rejects the component secret (else only the component "
         "stops)."),
