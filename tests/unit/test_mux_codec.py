@@ -101,3 +101,31 @@ def test_request_roundtrip(name: str, channel: int, state: int) -> None:
     assert len(frames) == 1 and frames[0].channel == codec.CONTROL_CHANNEL
     [obj] = MessageStream().feed(frames[0].body)
     assert codec.parse_request(obj) == codec.ChannelRequest(name, channel, state)
+
+
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=70000)), max_size=6), st.integers(1, 5000))
+def test_stream_decoder_roundtrip_any_chunking(writes: list[tuple[int, bytes]], chunk: int) -> None:
+    wire = b"".join(codec.encode_data(c, d) + codec.encode_eof(c) for c, d in writes)
+    dec = codec.StreamDecoder()
+    pieces: list[tuple[int, bytes, bool]] = []
+    for i in range(0, len(wire), chunk):
+        pieces += dec.feed(wire[i:i + chunk])
+        assert dec.buffered < codec.HEADER_SIZE
+    # reassemble per channel, cutting at each EOF
+    streams: list[tuple[int, bytes]] = []
+    current: dict[int, bytes] = {}
+    for cid, piece, _first in pieces:
+        if piece:
+            current[cid] = current.get(cid, b"") + piece
+        else:
+            streams.append((cid, current.pop(cid, b"")))
+    assert streams == writes
+    assert sum(1 for _, p, first in pieces if first and p) == sum(
+        -(-len(d) // codec.MAX_BODY) for _, d in writes)  # one "first" piece per non-empty frame
+
+
+def test_stream_decoder_fixture_split_header() -> None:
+    dec = codec.StreamDecoder()
+    assert dec.feed(b"\x00\x05\x00") == []
+    assert dec.feed(b"\x07he") == [(7, b"he", True)]
+    assert dec.feed(b"llo\x00\x00\x00\x07") == [(7, b"llo", False), (7, b"", True)]

@@ -139,6 +139,61 @@ class FrameDecoder:
         return frames
 
 
+class StreamDecoder:
+    """Incremental frame parser that does not reassemble bodies.
+
+    ``feed(data)`` returns ``(channel, piece, first)`` tuples: each piece is a
+    part of one frame's body (``first`` marks the frame's first piece), in
+    order; a zero-length frame gives ``(channel, b"", True)`` - the EOF. Channel
+    data is a byte stream, so nothing needs whole frames: bodies go on as they
+    arrive, without copying them into a reassembly buffer. Only an incomplete
+    4-byte header is kept between calls.
+    """
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._channel = 0
+        self._remaining = 0
+        self._started = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._header)
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes, bool]]:
+        out: list[tuple[int, bytes, bool]] = []
+        pos = 0
+        n = len(data)
+        unpack = _HEADER.unpack_from
+        while pos < n:
+            if self._remaining:
+                take = min(self._remaining, n - pos)
+                piece = data if (pos == 0 and take == n) else data[pos:pos + take]
+                out.append((self._channel, piece, not self._started))
+                self._started = True
+                self._remaining -= take
+                pos += take
+                continue
+            if self._header or n - pos < HEADER_SIZE:
+                need = HEADER_SIZE - len(self._header)
+                self._header += data[pos:pos + need]
+                pos += need
+                if len(self._header) < HEADER_SIZE:
+                    break
+                length, channel = _HEADER.unpack(self._header)
+                self._header = b""
+            else:
+                length, channel = unpack(data, pos)
+                pos += HEADER_SIZE
+            if length:
+                self._channel = channel
+                self._remaining = length
+                self._started = False
+            else:
+                out.append((channel, b"", True))
+        return out
+
+
 class MessageStream:
     """msgpack objects carried on a channel (control or protocol), decoded incrementally.
 

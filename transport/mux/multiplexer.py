@@ -58,6 +58,9 @@ class State(Enum):
     CLOSING = "closing"           # we sent EOF, waiting for the peer's
 
 
+_RECEIVING = (State.OPEN, State.CLOSING)
+
+
 # --- events ---------------------------------------------------------------
 
 
@@ -149,7 +152,7 @@ class Multiplexer:
         self.is_client = is_client
         self._base = CLIENT_FIRST_ID if is_client else SERVER_FIRST_ID
         self._channels: dict[int, _Channel] = {}
-        self._decoder = codec.FrameDecoder()
+        self._decoder = codec.StreamDecoder()
         self._control = codec.MessageStream()
         self._protocol = codec.MessageStream()
         self._outgoing: list[bytes] = []
@@ -286,24 +289,25 @@ class Multiplexer:
     def receive_data(self, data: bytes) -> list[Event]:
         """Bytes from the peer; raises :class:`MuxProtocolError` on a broken control message."""
         events: list[Event] = []
-        for frame in self._decoder.feed(data):
-            cid = frame.channel
+        channels = self._channels
+        for cid, piece, first in self._decoder.feed(data):
             if cid == CONTROL_CHANNEL:
-                if frame.body:
-                    for obj in self._control.feed(frame.body):
+                if piece:
+                    for obj in self._control.feed(piece):
                         self._on_request(codec.parse_request(obj), events)
             elif cid == PROTOCOL_CHANNEL:
-                if frame.body:
-                    for obj in self._protocol.feed(frame.body):
+                if piece:
+                    for obj in self._protocol.feed(piece):
                         self._on_protocol(obj, events)
             else:
-                entry = self._channels.get(cid)
-                if entry is None or entry.state not in (State.OPEN, State.CLOSING):
-                    self.unknown_frames += 1
-                    self.unknown_bytes += len(frame.body)
-                    events.append(UnknownChannelData(cid, len(frame.body)))
-                elif frame.body:
-                    events.append(DataReceived(cid, frame.body))
+                entry = channels.get(cid)
+                if entry is None or entry.state not in _RECEIVING:
+                    if first:
+                        self.unknown_frames += 1
+                    self.unknown_bytes += len(piece)
+                    events.append(UnknownChannelData(cid, len(piece)))
+                elif piece:
+                    events.append(DataReceived(cid, piece))
                 else:
                     if entry.state is State.OPEN:
                         self._outgoing.append(codec.encode_eof(cid))

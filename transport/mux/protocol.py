@@ -38,6 +38,8 @@ from transport.mux.identity import PeerRefused, verify_result
 DEFAULT_BEACON_TIMEOUT = 3.0
 DEFAULT_BEACON_INTERVAL = 30.0
 DEFAULT_MAX_BUFFERED = 1024 * 1024
+#: the TCP transport's write buffer size before it pauses the channels' writers
+SEND_BUFFER = 512 * 1024
 
 
 class ChannelDeclinedError(Exception):
@@ -99,6 +101,12 @@ class MultiplexedSocket(Protocol):
     def connectionMade(self) -> None:
         self.is_connected = True
         self.peer_address = self.transport.getPeer()  # type: ignore[union-attr]
+        # a larger send buffer under TLS: the TCP transport pauses its producer
+        # (all channels' writers) each time it fills, so a bigger one means far
+        # fewer pause/resume rounds over every channel; memory stays bounded by it
+        tcp = getattr(self.transport, "transport", None)
+        if tcp is not None and getattr(tcp, "bufferSize", SEND_BUFFER) < SEND_BUFFER:
+            tcp.bufferSize = SEND_BUFFER
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._write(self.mux.initiate())
         self._schedule_idle_check()

@@ -1,0 +1,73 @@
+"""Mux configuration checks, the service factory and the certificate CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from twisted.internet import task
+
+from transport import config as configuration
+from transport.mux import cli
+from transport.mux.identity import CertificateAuthority, DeviceIdentity, device_id_of, load_ca_certificate
+from transport.mux.service import MuxService, make_service
+
+ID = "ab" * 32
+
+
+def load(tmp_path: Path, *overrides: str) -> configuration.Config:
+    return configuration.load_text("", None, [f"service.state_dir={tmp_path}", *overrides])
+
+
+def test_listening_without_trust_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(configuration.ConfigError, match="trusts nobody"):
+        load(tmp_path, "mux.enabled=true")
+    load(tmp_path, "mux.enabled=true", f"mux.trusted_devices={ID}")
+    load(tmp_path, "mux.enabled=true", "mux.listen=", )  # not listening: nothing to trust
+
+
+def test_device_ids_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(configuration.ConfigError, match="not a device id"):
+        load(tmp_path, "mux.enabled=true", "mux.trusted_devices=abc")
+    with pytest.raises(configuration.ConfigError, match="not a device id"):
+        load(tmp_path, "backend_host.main_device=zz")
+    load(tmp_path, f"backend_host.main_device={ID.upper()}")
+
+
+def test_make_service_creates_and_keeps_the_identity(tmp_path: Path) -> None:
+    config = load(tmp_path, "mux.enabled=true", f"mux.trusted_devices={ID}", "mux.beacon_timeout=1.5")
+    context = SimpleNamespace(config=config, reactor=task.Clock(), registry={})
+    svc = make_service(context)
+    assert isinstance(svc, MuxService)
+    manager = context.registry["mux"]
+    assert manager.beacon_timeout == 1.5 and manager.trusted_devices == frozenset({ID})
+    assert (tmp_path / "mux" / "device.key").stat().st_mode & 0o777 == 0o600
+    again = make_service(SimpleNamespace(config=config, reactor=task.Clock(), registry={}))
+    assert again.manager.device_id == manager.device_id  # type: ignore[attr-defined]
+
+
+def test_cert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca_dir, dev_dir, plain_dir = tmp_path / "ca", tmp_path / "dev", tmp_path / "plain"
+    assert cli.main(["cert", "ca", str(ca_dir)]) == 0
+    assert cli.main(["cert", "ca", str(ca_dir)]) == 1  # never overwritten
+    capsys.readouterr()
+    assert cli.main(["cert", "device", str(dev_dir), "--ca", str(ca_dir), "--dns", "host1.example"]) == 0
+    dev_id = capsys.readouterr().out.strip()
+    identity = DeviceIdentity.load(dev_dir)
+    assert identity.device_id == dev_id and len(identity.chain) == 1
+    ca = CertificateAuthority.load(ca_dir)
+    assert identity.cert.issuer == ca.cert.subject
+    assert load_ca_certificate(ca_dir) == ca.cert
+    # a self-signed device, then certified by the CA: same key, same id
+    assert cli.main(["cert", "device", str(plain_dir)]) == 0
+    plain_id = capsys.readouterr().out.strip()
+    assert cli.main(["cert", "device", str(plain_dir)]) == 1  # refuses to replace
+    capsys.readouterr()
+    assert cli.main(["cert", "issue", str(plain_dir), "--ca", str(ca_dir)]) == 0
+    assert capsys.readouterr().out.strip() == plain_id
+    reissued = DeviceIdentity.load(plain_dir)
+    assert reissued.cert.issuer == ca.cert.subject and device_id_of(reissued.cert) == plain_id
+    assert cli.main(["cert", "show", str(plain_dir)]) == 0
+    assert capsys.readouterr().out.strip() == plain_id
+    assert cli.main(["cert", "show", str(tmp_path / "missing")]) == 1
