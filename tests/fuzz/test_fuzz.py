@@ -35,10 +35,6 @@ EXAMPLES = 150
 #: Reproducers of crashes not fixed yet: path under findings/ -> why it fails. The harnesses step around
 #: these while ``tests.fuzz.targets.SUPPRESSED`` names them; this test replays them with nothing suppressed.
 OPEN_FINDINGS: dict[str, str] = {
-    "sdk_dispatch/non-utf8-string-field": (
-        "decode_payload accepts a proto2 string field that is not UTF-8; upb then returns bytes for it and the "
-        "echo backend's reply (pb.Buddy(userName=<bytes>)) raises UnicodeDecodeError in the handler"
-    ),
     "mux_codec/unhashable-map-key": (
         "MessageStream.feed lets msgpack's TypeError out (a map used as a map key, strict_map_key=False): "
         "not a MuxProtocolError"

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from transport_backends.echo import EchoBackend
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from tests.fuzz.script import build, records, stream
-from tests.fuzz.targets import FailureWatch, suppressed, target
+from tests.fuzz.targets import FailureWatch, target
 from transport.backend import transport_pb2 as pb
 from transport.backend.codec import PAYLOAD_TYPES, FrameDecoder, FrameTooLarge, Packet, decode_payload, encode
 from transport.sdk import BackendConfigFile, MemoryUsage
@@ -42,6 +43,19 @@ def _codec_seeds() -> Iterator[bytes]:
         _ = type_
 
 
+def non_text_strings(message: Any, path: str = "") -> list[str]:
+    """Paths of the string fields of *message* that read back as bytes (not UTF-8 on the wire)."""
+    out: list[str] = []
+    for field, value in message.ListFields():
+        items = list(value) if field.is_repeated else [value]
+        for item in items:
+            if field.type == FieldDescriptor.TYPE_STRING and not isinstance(item, str):
+                out.append(path + field.name)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and hasattr(item, "ListFields"):
+                out += non_text_strings(item, f"{path}{field.name}.")
+    return out
+
+
 def _same(a: Packet, b: Packet) -> bool:
     return a.type == b.type and a.payload == b.payload
 
@@ -53,8 +67,9 @@ def backend_codec(data: bytes) -> None:
     Contract: ``feed`` raises only ``FrameTooLarge`` (then the decoder is not
     used again); ``decode_payload`` raises only protobuf's ``DecodeError``.
     Invariants: the packets do not depend on how the bytes were split; what
-    decodes re-encodes to a frame that decodes to the same packet; the buffer
-    never holds more than one incomplete frame (header + limit).
+    decodes re-encodes to a frame that decodes to the same packet; every
+    string field of what decodes is text (``str``); the buffer never holds
+    more than one incomplete frame (header + limit).
     """
     decoder = FrameDecoder(MAX_FRAME)
     got: list[Packet] = []
@@ -64,9 +79,11 @@ def backend_codec(data: bytes) -> None:
         if op & 0x80:
             type_ = TYPES[(op & 0x7F) % len(TYPES)]
             try:
-                decode_payload(type_, payload)
+                message = decode_payload(type_, payload)
             except DecodeError:
-                pass
+                continue
+            if isinstance(message, Message):
+                assert not non_text_strings(message), non_text_strings(message)
             continue
         if too_large:
             continue
@@ -90,6 +107,9 @@ def backend_codec(data: bytes) -> None:
         assert whole.skipped == decoder.skipped and whole.unknown == decoder.unknown
     # round trip of what decoded
     for packet in got:
+        if isinstance(packet.payload, Message):
+            bad = non_text_strings(packet.payload)
+            assert not bad, f"{packet.type_name}: string field(s) {bad} are not UTF-8 but decoded"
         again = FrameDecoder(len(encode(packet.type, packet.payload))).feed(encode(packet.type, packet.payload))
         assert len(again) == 1 and _same(again[0], packet), (packet, again)
 
@@ -138,11 +158,6 @@ class _Outgoing:
             assert packet.type in PAYLOAD_TYPES
 
 
-def _known_sdk_failure(failure: Any) -> bool:
-    # open finding non-utf8-proto-strings: a proto2 string field that is not UTF-8 reads as bytes
-    return suppressed("non-utf8-proto-strings") and failure.check(UnicodeDecodeError, TypeError) is not None
-
-
 @target("sdk_dispatch", _sdk_seeds)
 def sdk_dispatch(data: bytes) -> None:
     """The SDK's ``NetworkPlugin.dataReceived`` with the echo backend, over a StringTransport and a Clock.
@@ -157,7 +172,7 @@ def sdk_dispatch(data: bytes) -> None:
                               initial_memory=MemoryUsage(1000, 10))
     transport = StringTransport()
     out = _Outgoing(transport)
-    with FailureWatch(ignore=_known_sdk_failure):
+    with FailureWatch():
         plugin.makeConnection(transport)
         for op, payload in records(data):
             if op == OP_FRAME and payload:
