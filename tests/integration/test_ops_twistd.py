@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,12 @@ def _recv(ws: ClientConnection, predicate: Any, timeout: float = 30.0) -> dict[s
             return packet
 
 
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200
+        return bytes(response.read())
+
+
 def _log_lines(instance: MainInstance) -> list[dict[str, Any]]:
     return [json.loads(line) for line in instance.log().splitlines() if line.strip()]
 
@@ -119,7 +126,7 @@ def test_ready_reload_and_stop_under_the_service_manager(main_instance: Any, mon
         assert instance.ctl("register", "carol", "carol").returncode == 0  # before: anyone may register
 
         # an access line is logged at info before the reload ...
-        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/metrics"], check=True, timeout=30)
+        _get(f"http://127.0.0.1:{port}/metrics")
         _wait(lambda: "GET /metrics" in instance.log(), what="access log line")
 
         text = instance.config_path.read_text()
@@ -137,7 +144,7 @@ def test_ready_reload_and_stop_under_the_service_manager(main_instance: Any, mon
         assert any(m.startswith("reload: changed but need a restart: [service] ping_interval") for m in messages)
 
         # ... and not after it (info is below warn now); the new registration policy is in force
-        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/metrics"], check=True, timeout=30)
+        _get(f"http://127.0.0.1:{port}/metrics")
         refused = instance.ctl("register", "bob", "bob", check=False)
         assert refused.returncode == 1 and "registration refused" in refused.stderr
         assert instance.log().count("GET /metrics") == 1
