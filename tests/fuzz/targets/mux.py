@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 
@@ -18,6 +19,7 @@ from transport.mux.codec import (
     FrameDecoder,
     MessageStream,
     MuxProtocolError,
+    StreamDecoder,
     encode_frame,
     parse_request,
 )
@@ -50,14 +52,18 @@ def _codec_seeds() -> Iterator[bytes]:
 
 @target("mux_codec", _codec_seeds)
 def mux_codec(data: bytes) -> None:
-    """``FrameDecoder.feed``, ``MessageStream.feed`` and ``parse_request``.
+    """``FrameDecoder.feed``, ``StreamDecoder.feed``, ``MessageStream.feed`` and ``parse_request``.
 
-    Contract: the frame decoder never raises; the message stream and
+    Contract: the frame decoders never raise; the message stream and
     ``parse_request`` raise only ``MuxProtocolError``. Invariants: frames do
-    not depend on the split and encode back to the same bytes; the buffer
-    never exceeds one frame (65,539 bytes).
+    not depend on the split and encode back to the same bytes; the streaming
+    decoder's pieces join into exactly those frames (plus the one in
+    progress) and it keeps at most an incomplete header; the reassembling
+    decoder never buffers more than one frame (65,539 bytes).
     """
     decoder = FrameDecoder()
+    streaming = StreamDecoder()
+    rebuilt: list[list[Any]] = []  # [channel, body] per frame, from the pieces
     frames: list[Frame] = []
     whole = bytearray()
     messages = MessageStream(max_buffer=1024)
@@ -82,7 +88,15 @@ def mux_codec(data: bytes) -> None:
         whole += payload
         frames += decoder.feed(payload)
         assert decoder.buffered < HEADER_SIZE + MAX_BODY
+        for channel, piece, first in streaming.feed(payload):
+            if first:
+                rebuilt.append([channel, bytearray()])
+            assert rebuilt and rebuilt[-1][0] == channel, "a piece without its frame's first piece"
+            rebuilt[-1][1] += piece
+        assert streaming.buffered < HEADER_SIZE
     assert FrameDecoder().feed(bytes(whole)) == frames
+    joined = [Frame(channel, bytes(body)) for channel, body in rebuilt]
+    assert joined[:len(frames)] == frames and len(joined) - len(frames) in (0, 1), (joined, frames)
     consumed = b"".join(encode_frame(f.channel, f.body) for f in frames)
     assert bytes(whole).startswith(consumed) and len(whole) - len(consumed) == decoder.buffered
 
