@@ -556,3 +556,48 @@ def test_stay_connected_keeps_the_legacy_session_without_clients(rig: XmppRig) -
     yield wait_until(lambda: rig.gateway.user_state(ALICE).sessions.keys() == {"phone"}, 30)
     assert len(rig.frames(W.TYPE_LOGIN)) == 1
     assert [s.status for s in rig.frames(W.TYPE_STATUS_CHANGED)][-1] == pb.STATUS_ONLINE
+
+
+@pytest_twisted.inlineCallbacks
+def test_each_resource_joins_a_room_on_its_own(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    room = f"lobby@{T}"
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="op", flag=1,
+                                                             status=pb.STATUS_ONLINE))
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16,
+                                                             status=pb.STATUS_ONLINE))
+    # a second resource joins: the room is not joined again, that resource is shown what the room looks like
+    rig.inject(f"<presence from='{ALICE}/phone' to='{T}'/>")
+    yield wait_until(lambda: "phone" in rig.gateway.user_state(ALICE).sessions, 30)
+    rig.inject(f"<presence from='{ALICE}/phone' to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    yield rig.wait_sent(lambda s: s["to"] == f"{ALICE}/phone" and s.getAttribute("from") == f"{room}/al")
+    assert len(rig.frames(W.TYPE_JOIN_ROOM)) == 1
+    to_phone = [s["from"] for s in rig.sent if s.name == "presence" and s["to"] == f"{ALICE}/phone"
+                and s["from"].startswith(room)]
+    assert to_phone == [f"{room}/op", f"{room}/al"]
+    # room messages go to both resources
+    rig.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName=ALICE, buddyName="lobby", nickname="op",
+                                                              message="both"))
+    assert sorted(s["to"] for s in rig.sent if s.name == "message" and s.body is not None
+                  and str(s.body) == "both") == [f"{ALICE}/pc", f"{ALICE}/phone"]
+    # the first leaves: the legacy room stays; the last leaves: LEAVE_ROOM
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al' type='unavailable'/>")
+    assert rig.frames(W.TYPE_LEAVE_ROOM) == []
+    rig.inject(f"<presence from='{ALICE}/phone' to='{T}' type='unavailable'/>")
+    assert [r.room for r in rig.frames(W.TYPE_LEAVE_ROOM)] == ["lobby"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_new_avatar_hash_fetches_the_users_vcard_for_the_backend(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'><status>new pic</status>"
+               "<x xmlns='vcard-temp:x:update'><photo>0123abcd</photo></x></presence>")
+    yield rig.wait_sent(lambda s: s.name == "iq" and s["to"] == ALICE)
+    query = rig.find(lambda s: s.name == "iq" and s["to"] == ALICE)[0]
+    rig.inject(f"<iq type='result' id='{query['id']}' from='{ALICE}' to='{T}'><vCard xmlns='vcard-temp'>"
+               "<NICKNAME>Al</NICKNAME><PHOTO><TYPE>image/png</TYPE><BINVAL>iVBORw0K</BINVAL></PHOTO></vCard></iq>")
+    own = rig.frames(W.TYPE_VCARD)
+    assert own and own[-1].nickname == "Al" and own[-1].photo == b"\x89PNG\r\n"
