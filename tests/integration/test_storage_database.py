@@ -252,3 +252,25 @@ def test_two_handles_on_one_sqlite_file(tmp_path: Any) -> Any:
     finally:
         yield first.close()
         yield second.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sqlite_file_readable_by_owner_only(tmp_path: Any) -> Any:
+    """The database holds legacy passwords: a new file (and its WAL) is mode 0600 whatever the umask."""
+    import os
+    import stat
+
+    from transport.storage.database import open_sqlite
+
+    path = tmp_path / "private.sqlite3"
+    old_umask = os.umask(0o022)
+    db = open_sqlite(path)
+    db.start()
+    try:
+        yield db.migrate([V1])
+        yield db.run_operation("INSERT INTO widgets (name, weight) VALUES (?, ?)", ("secret", 1))
+        for name in ("private.sqlite3", "private.sqlite3-wal"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        os.umask(old_umask)
+        yield db.close()

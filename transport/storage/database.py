@@ -26,6 +26,7 @@ writes instead of failing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -328,6 +329,10 @@ def open_sqlite(path: str | Path, reactor: IReactorCore | None = None) -> Databa
         Path(target).parent.mkdir(parents=True, exist_ok=True)
 
     def connect() -> sqlite3.Connection:
+        if target != ":memory:":
+            # The file holds legacy passwords: readable by the service's user only
+            # (SQLite gives the -wal and -shm files the mode of the database file).
+            os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
         # isolation_level=None: the driver does not open transactions by itself;
         # Database._run wraps each interaction in BEGIN ... COMMIT.
         conn = sqlite3.connect(target, check_same_thread=False, timeout=30, isolation_level=None)
