@@ -62,3 +62,12 @@ def test_token_and_line_limits():
     p.dataReceived(b"frobnicate\nhelp\n")
     first, second = _answers(t)
     assert "unknown command" in first["error"] and "online_users_per_backend" in second["output"]
+
+
+def test_crashed_backends_count_is_the_total_since_start():
+    """The pool keeps the last 1000 crash records; the count is every crash since start."""
+    from types import SimpleNamespace
+
+    pool = SimpleNamespace(crashes=[object()] * 1000, crashes_total=1234)
+    commands = AdminCommands(_Gateway(), pool)
+    assert commands.cmd_crashed_backends_count() == "1234"

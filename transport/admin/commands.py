@@ -125,7 +125,7 @@ class AdminCommands:
             f" ({c.users} users)" for c in self.pool.crashes)
 
     def cmd_crashed_backends_count(self) -> str:
-        return str(len(self.pool.crashes))
+        return str(self.pool.crashes_total)  # ``crashes`` keeps only the last 1000
 
     def cmd_res_memory(self) -> str:
         return str(self._memory()[0])
