@@ -166,6 +166,17 @@ def test_login_timeout_counts_as_a_failed_attempt(rig):
 
 
 @pytest_twisted.inlineCallbacks
+def test_login_timeout_logs_the_user_out_of_the_backend(rig):
+    """The backend may still finish the timed-out login: it is told to drop it before the next attempt."""
+    peer = yield rig.start()
+    yield rig.open(peer, connect=False)
+    peer.take()
+    rig.clock.advance(60)  # login_timeout
+    assert [(p.user, p.legacyName) for p in rig.frames(peer, W.TYPE_LOGOUT)] == [("alice", "alice")]
+    assert "alice" not in rig.pool.users
+
+
+@pytest_twisted.inlineCallbacks
 def test_backend_disconnect_then_presence_logs_in_again(rig):
     peer = yield rig.start()
     yield rig.open(peer)

@@ -422,11 +422,14 @@ class Gateway:
     def _logout(self, user: GatewayUser) -> None:
         user.cancel_timer()
         if user.state in (LOGGING_IN, ONLINE, RECONNECTING):
-            legacy = user.record.legacy_name if user.record is not None else user.jid
-            self.router.logout(user.jid, pb.Logout(user=user.jid, legacyName=legacy))
+            self._send_logout(user)
         user.state = OFFLINE
         user.sent_status = None
         user.unconfirmed.clear()
+
+    def _send_logout(self, user: GatewayUser) -> None:
+        legacy = user.record.legacy_name if user.record is not None else user.jid
+        self.router.logout(user.jid, pb.Logout(user=user.jid, legacyName=legacy))
 
     # ------------------------------------------------------------------ login machinery
 
@@ -477,7 +480,9 @@ class Gateway:
         if user.state != LOGGING_IN:
             return
         log.warn("login of {user} timed out", user=user.jid)
-        self.router.forget(user.jid)
+        # LOGOUT, not just forget: the backend may still finish this login, and a
+        # legacy session it keeps would clash with the next attempt's (name in use)
+        self._send_logout(user)
         self._retry(user, "the backend did not answer the login in time")
 
     def users_lost(self, users: Iterable[str], reason: str) -> None:
