@@ -178,7 +178,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         print(f"round {r + 1}...", file=sys.stderr)
         # the three cases run back to back in each round, so each round's ratios
         # compare runs made under the same machine load
-        for name in names:
+        # the order rotates so that no case always runs first (warm-up) or last
+        for name in names[r % 3:] + names[:r % 3]:
             if name == "plain TLS stream":
                 w, c = await plain_tls(reactor, a, b, total)
             else:

@@ -532,3 +532,52 @@ async def test_hostile_control_message_drops_only_that_connection() -> None:
     finally:
         await evil.close_all()
         await closed_peer(bob, good)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fuzz_live_server_with_random_frames() -> None:
+    import random
+
+    from transport.mux import codec
+
+    rng = random.Random(8)
+    bob = Peer()
+    ep = await bob.start()
+    good = ConnectionManager(ALICE)
+    try:
+        ok = await good.connect_device(BOB.device_id, ep, "steady")
+        for round_ in range(30):
+            fuzzer = ConnectionManager(MALLORY, beacon_timeout=0.5)  # a swallowed beacon costs little
+            sock = await fuzzer.connect(BOB.device_id, ep)
+            kind = round_ % 3
+            if kind == 0:  # raw garbage
+                junk = rng.randbytes(rng.randrange(1, 5000))
+            elif kind == 1:  # well-framed frames on random channels with random bodies
+                junk = b"".join(codec.encode_frame(rng.choice([0, 1, 2, 0x8000, 0xFFFF, rng.randrange(65536)]),
+                                                   rng.randbytes(rng.randrange(0, 300))) for _ in range(20))
+            else:  # requests with odd ids and states
+                junk = b"".join(codec.encode_request("x" * rng.randrange(0, 50), rng.randrange(65536),
+                                                     rng.randrange(-3, 6)) for _ in range(20))
+            sock.transport.write(junk)  # type: ignore[union-attr]
+            # whatever happened, the fuzzer's connection is either closed or still answers beacons
+            if sock.is_connected:
+                beacon = sock.send_beacon()
+                await defer.DeferredList([beacon, sock.closed], fireOnOneCallback=True)
+            await fuzzer.close_all()
+            assert await roundtrip_again(ok, f"still fine {round_}".encode())
+        assert len(bob.manager.connections()) == 1
+    finally:
+        await closed_peer(bob, good)
+
+
+async def roundtrip_again(channel: ChannelSocket, data: bytes) -> bool:
+    """Echo over an already attached channel (re-attaching is not allowed)."""
+    rec: Recorder = channel.protocol if isinstance(channel.protocol, Recorder) else Recorder()
+    if channel.protocol is None:
+        channel.attach(rec)
+    before = rec.received
+    rec.expect = before + len(data)
+    rec.got_all = defer.Deferred()
+    channel.write(data)
+    got = await rec.got_all
+    return got[before:] == data

@@ -196,7 +196,7 @@ class ConnectionManager:
 
     def _new_socket(self, is_client: bool) -> MultiplexedSocket:
         sock = MultiplexedSocket(
-            is_client, self.clock, decide=self._decide, ready=self._ready, local_device=self.device_id,
+            is_client, self.clock, reactor=self.reactor, decide=self._decide, ready=self._ready, local_device=self.device_id,
             beacon_interval=self.beacon_interval, beacon_timeout=self.beacon_timeout, max_buffered=self.max_buffered,
         )
         self._sockets.add(sock)
