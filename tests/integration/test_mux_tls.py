@@ -581,3 +581,48 @@ async def roundtrip_again(channel: ChannelSocket, data: bytes) -> bool:
     channel.write(data)
     got = await rec.got_all
     return got[before:] == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_pull_producer_and_line_protocol_over_channels() -> None:
+    import io
+
+    from twisted.protocols.basic import FileSender, LineReceiver
+
+    size = 3 * 1024 * 1024 + 17
+    bob = Peer(make=lambda: Recorder(expect=size))
+    ep = await bob.start()
+    alice = ConnectionManager(ALICE)
+    try:
+        # FileSender is a pull (non-streaming) producer
+        ch = await alice.connect_device(BOB.device_id, ep, "file")
+        ch.attach(protocol.Protocol())
+        payload = os.urandom(size)
+        await FileSender().beginFileTransfer(io.BytesIO(payload), ch)
+        got = await bob.protocols[-1].got_all
+        assert got == payload
+
+        # a line protocol through the Factory helper
+        class Shout(LineReceiver):
+            def lineReceived(self, line: bytes) -> None:
+                self.sendLine(line.upper())
+
+        class Ask(LineReceiver):
+            def __init__(self) -> None:
+                self.answers: list[bytes] = []
+                self.done: defer.Deferred[list[bytes]] = defer.Deferred()
+
+            def connectionMade(self) -> None:
+                for word in (b"one", b"two", b"three"):
+                    self.sendLine(word)
+
+            def lineReceived(self, line: bytes) -> None:
+                self.answers.append(line)
+                if len(self.answers) == 3:
+                    self.done.callback(self.answers)
+
+        bob.make = Shout
+        asker = await alice.connect_protocol(BOB.device_id, ep, "lines", protocol.Factory.forProtocol(Ask))
+        assert await asker.done == [b"ONE", b"TWO", b"THREE"]
+    finally:
+        await closed_peer(bob, alice)
