@@ -239,3 +239,21 @@ def test_arbitrary_bytes_never_break_the_pool(tmp_path, chunks):
     # the good backend and its user are untouched, whatever the other link did
     assert good.link.backend.state == READY and pool.users["a"] is good.link.backend
     assert all(u != "a" for lost, _ in pool.sink.lost for u in lost)
+
+
+def test_late_pong_to_the_second_unbound_ping_confirms_nothing_sent_after_it(tmp_path):
+    """A backend PINGed twice before its first PONG answers both: the second PONG predates later frames."""
+    pool, clock, spawned = make_pool(tmp_path, ping_interval=20)
+    peer = PeerBackend(pool)
+    clock.advance(20)  # the periodic PING reaches the link before its first PONG
+    assert peer.types() == [W.TYPE_PING, W.TYPE_PING]
+    peer.pong()  # answers the first PING: ready
+    backend = spawned[0][0]
+    assert backend.state == READY
+    pool.login("a", login("a"))
+    mark = pool.confirmation_mark("a")  # a message just written for "a"
+    peer.send(W.TYPE_PONG)  # answers the second PING, sent before the message
+    assert not pool.is_confirmed(mark)
+    clock.advance(0.05)  # the barrier PING
+    peer.send(W.TYPE_PONG)
+    assert pool.is_confirmed(mark)

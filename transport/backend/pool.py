@@ -458,7 +458,7 @@ class BackendPool(service.Service):
         link.name = backend.name
         backend.state = READY
         backend.ready_at = self.clock.seconds()
-        backend.pings_sent = 1
+        backend.pings_sent = 2 if link.pinged_again else 1  # the PONG to a second PING may still come
         backend.pongs_received = link.pongs
         backend.alive = True
         if self.spawning is backend:
