@@ -222,6 +222,22 @@ def test_plaintext_without_key(database: Database) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
+def test_plaintext_that_looks_encrypted_is_refused_without_key(database: Database) -> Any:
+    """Stored as it is it would read back as a ciphertext and break every listing of the users."""
+    store = yield started(database)
+    alice = yield store.register_user("a@x", "alice", "pw")
+    with pytest.raises(EncryptionError):
+        yield store.register_user("m@x", "mallory", "enc1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    with pytest.raises(EncryptionError):
+        yield store.add_room(alice.id, "#r", "n", password="enc1:x")
+    assert [u.jid for u in (yield store.all_users())] == ["a@x"]
+    assert (yield store.get_rooms(alice.id)) == []
+    keyed = yield started(database, KEY)  # with a key it is just a password
+    mallory = yield keyed.register_user("m@x", "mallory", "enc1:x")
+    assert (yield keyed.get_user("m@x")).password == "enc1:x" and mallory.password == "enc1:x"
+
+
+@pytest_twisted.inlineCallbacks
 def test_wrong_or_missing_key_is_a_clear_error(database: Database) -> Any:
     store = yield started(database, KEY)
     yield store.register_user("a@x", "legacy", "secret")

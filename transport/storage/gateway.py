@@ -28,7 +28,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from transport.storage.crypto import EncryptionError, SecretBox, is_encrypted, new_salt
+from transport.storage.crypto import PREFIX, EncryptionError, SecretBox, is_encrypted, new_salt
 from transport.storage.database import Database, Migration, Transaction
 
 __all__ = [
@@ -274,6 +274,11 @@ class GatewayStore:
 
     def _seal(self, plaintext: str, context: bytes) -> str:
         if self._box is None or plaintext == "":
+            if is_encrypted(plaintext):
+                # stored as it is, it would read back as a ciphertext: every later read
+                # of the row (all_users() included, for everyone) would fail
+                raise EncryptionError(f"a password beginning with {PREFIX!r} can only be stored with "
+                                      "[database] encryption_key set")
             return plaintext
         return self._box.encrypt(plaintext, context)
 
