@@ -71,3 +71,18 @@ def test_cert_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["cert", "show", str(plain_dir)]) == 0
     assert capsys.readouterr().out.strip() == plain_id
     assert cli.main(["cert", "show", str(tmp_path / "missing")]) == 1
+
+
+def test_backend_host_needs_main_and_delegates_cert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transport.mux import backend_host
+
+    with pytest.raises(configuration.ConfigError, match="required"):
+        backend_host.make_host(load(tmp_path), task.Clock())
+    host = backend_host.make_host(load(tmp_path, "backend_host.main=tcp:127.0.0.1:1", f"backend_host.main_device={ID}",
+                                       "backend_host.backends=3", "backend_host.name=h9"), task.Clock())
+    assert host.count == 3 and host.name == "h9" and host.main_device == ID
+    assert (tmp_path / "backend-host" / "device.crt").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        backend_host.main(["cert", "show", str(tmp_path / "backend-host")])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == host.manager.device_id

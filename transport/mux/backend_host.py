@@ -69,7 +69,6 @@ class LocalBackendLink(protocol.Protocol):
         self.host = host
         self.number = number
         self.channel: ChannelSocket | None = None
-        self.pending: list[bytes] = []
         self.closed = False
 
     @property
@@ -78,6 +77,8 @@ class LocalBackendLink(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.host.links.add(self)
+        # nothing is read from the backend until its channel is open: memory stays bounded
+        self.transport.pauseProducing()  # type: ignore[union-attr]
         d = self.host.manager.connect_device(self.host.main_device, self.host.main, self.channel_name,
                                              hostname=self.host.main_hostname)
         d.addCallbacks(self._opened, self._failed)
@@ -92,9 +93,7 @@ class LocalBackendLink(protocol.Protocol):
         # each side paces the other
         channel.registerProducer(self.transport, True)  # type: ignore[arg-type]
         self.transport.registerProducer(channel, True)  # type: ignore[attr-defined]
-        pending, self.pending = self.pending, []
-        for data in pending:
-            channel.write(data)
+        self.transport.resumeProducing()  # type: ignore[attr-defined]
         log.info("backend host: {name} carried over the mux connection to {main}", name=self.channel_name,
                  main=self.host.main_device[:16])
 
@@ -105,10 +104,6 @@ class LocalBackendLink(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.channel is not None:
             self.channel.write(data)
-        elif len(self.pending) < 1024:  # before the channel is open: a PONG or STATS, a few frames at most
-            self.pending.append(data)
-        else:
-            self._close_local()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # type: ignore[assignment]
         self.closed = True
