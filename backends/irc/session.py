@@ -288,6 +288,7 @@ class IRCSession:
         self._who: IDelayedCall | None = None
         self._connecting: defer.Deferred[Any] | None = None
         self._pending_nick: tuple[str, str] | None = None  # (nick, room) a NICK was sent for
+        self._attempt: IRCConnection | None = None  # the connection being set up (not signed on yet)
         self._vcards: dict[str, list[int]] = {}
 
     # life cycle -----------------------------------------------------------------
@@ -307,6 +308,7 @@ class IRCSession:
             endpoint = wrapClientTLS(options, endpoint)
         connection = IRCConnection(self)
         connection.nickname = self.nick
+        self._attempt = connection
         d = connectProtocol(endpoint, connection)
         self._connecting = d
         d.addErrback(self._connect_failed)
@@ -339,6 +341,10 @@ class IRCSession:
                 timer.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
+        attempt, self._attempt = self._attempt, None
+        if self.connection is None and attempt is not None and attempt.transport is not None:
+            # connected but not welcomed yet: it would sign on later as a ghost holding the nick
+            attempt.transport.loseConnection()
         if self.connection is not None:
             conn = self.connection
             conn.bucket.rate = 0  # the QUIT goes out now, not after the queue
@@ -349,6 +355,10 @@ class IRCSession:
     # connection events -----------------------------------------------------------
 
     def on_signed_on(self, conn: IRCConnection) -> None:
+        if self.closing:
+            conn.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self._attempt = None
         self.connection = conn
         self._connecting = None
         self.signed_on = True

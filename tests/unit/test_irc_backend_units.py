@@ -84,3 +84,45 @@ def test_token_bucket_bursts_then_paces() -> None:
     assert sent[-3:] == ["7", "8", "9"]
     bucket.stop()
     assert not clock.getDelayedCalls()
+
+
+class _RecordingBackend:
+    """Stands where the IRCBackend is: records every send_* call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def test_logout_during_irc_registration_closes_that_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LOGOUT (or a new LOGIN) while the IRC server has not welcomed us yet must not leave a ghost."""
+    from transport_backends.irc import session as irc_session
+    from twisted.internet import defer
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    transports: list[StringTransport] = []
+    protocols: list = []
+
+    def connect_protocol(endpoint, protocol):  # type: ignore[no-untyped-def]
+        transport = StringTransport()
+        transports.append(transport)
+        protocols.append(protocol)
+        protocol.makeConnection(transport)  # TCP is up; the IRC registration (NICK/USER) is under way
+        return defer.succeed(protocol)
+
+    monkeypatch.setattr(irc_session, "connectProtocol", connect_protocol)
+    backend = _RecordingBackend()
+    settings = IRCSettings(server="irc.example.org")
+    reactor = MemoryReactorClock()
+    session = irc_session.IRCSession(backend, "alice@x", settings.address("alice"), "", settings, reactor, reactor)
+    session.join("#room", "alice", "")
+    session.start()
+    assert b"NICK alice" in transports[0].value()
+    session.close("Logged out")
+    assert transports[0].disconnecting
+    conn = protocols[0]
+    conn.lineReceived(b":irc.example.org 001 alice :Welcome")  # the welcome arrives anyway
+    assert [name for name, _, _ in backend.calls if name == "send_connected"] == []
+    assert b"JOIN" not in transports[0].value()
