@@ -48,6 +48,16 @@ MODERATOR_PREFIXES = "@%&~"
 ALL_PREFIXES = "@%&~+"
 
 
+def _redacted(line: str) -> str:
+    """*line* for the log: the password of ``PASS`` and of NickServ's ``IDENTIFY`` replaced."""
+    upper = line.upper()
+    if upper.startswith("PASS "):
+        return "PASS ***"
+    if upper.startswith("PRIVMSG NICKSERV :IDENTIFY "):
+        return line[:len("PRIVMSG NickServ :IDENTIFY ")] + "***"
+    return line
+
+
 class TokenBucket:
     """At most *rate* items per second after a burst of *burst*; the rest wait, in order."""
 
@@ -133,7 +143,7 @@ class IRCConnection(irc.IRCClient):
         super().lineReceived(line)
 
     def sendLine(self, line: str) -> None:  # type: ignore[override]
-        log.debug("{user} -> {line}", user=self.session.user, line=line)
+        log.debug("{user} -> {line}", user=self.session.user, line=_redacted(line))
         self.bucket.put(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:

@@ -126,3 +126,28 @@ def test_logout_during_irc_registration_closes_that_connection(monkeypatch: pyte
     conn.lineReceived(b":irc.example.org 001 alice :Welcome")  # the welcome arrives anyway
     assert [name for name, _, _ in backend.calls if name == "send_connected"] == []
     assert b"JOIN" not in transports[0].value()
+
+
+@pytest.mark.parametrize("mode", ["server", "nickserv"])
+def test_irc_password_never_reaches_the_log(mode: str) -> None:
+    """Every line sent is logged at debug level; the password lines are logged without the password."""
+    from transport_backends.irc import session as irc_session
+    from twisted.internet.testing import StringTransport
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        settings = IRCSettings(server="irc.example.org", password_mode=mode, send_rate=0)
+        clock = Clock()
+        session = irc_session.IRCSession(_RecordingBackend(), "alice@x", settings.address("alice"),
+                                         "hunter2-secret", settings, clock, clock)
+        conn = irc_session.IRCConnection(session)
+        transport = StringTransport()
+        conn.makeConnection(transport)
+        conn.lineReceived(b":irc.example.org 001 alice :Welcome")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert b"hunter2-secret" in transport.value()  # it does go to the server
+    logged = [str(e.get("line", "")) for e in events if e.get("log_namespace") == "irc"]
+    assert logged and not any("hunter2" in line for line in logged)
