@@ -34,6 +34,8 @@ ECHO_ALIAS = "Echo"
 ECHO_GROUP = "Echo"
 ECHO_ROOM = "echo"
 ECHO_ROOM_SUBJECT = "Everything said here is said again"
+#: Generated vCard photos kept (by buddy name).
+AVATAR_CACHE = 256
 
 FEATURES = {
     "features": {"receipts": 1, "muc": 1},
@@ -177,7 +179,9 @@ class EchoBackend(NetworkPlugin):
         name = vcard.buddyName
         photo = self._avatars.get(name)
         if photo is None:
-            photo = self._avatars[name] = echo_avatar(name)
+            photo = echo_avatar(name)
+            if len(self._avatars) < AVATAR_CACHE:  # any name may be asked for: the cache is bounded
+                self._avatars[name] = photo
         fullname = ECHO_ALIAS if name == ECHO else f"Echo of {name}"
         self.send_vcard(vcard.userName, name, vcard.id, fullname=fullname, nickname=name, photo=photo)
 

@@ -190,6 +190,16 @@ def test_vcard_request_is_answered_with_a_png() -> None:
     assert payload.photo.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_vcard_photos_kept_are_bounded() -> None:
+    """Users may ask for the vCard of any name: the backend does not keep a photo for each."""
+    plugin, transport, _ = start()
+    login(plugin, transport)
+    for n in range(300):
+        (answer,) = feed(plugin, transport, W.TYPE_VCARD, pb.VCard(userName=U, buddyName=f"b{n}", id=n + 1))
+        assert answer.payload.photo.startswith(b"\x89PNG")  # type: ignore[union-attr]
+    assert len(plugin._avatars) <= 256
+
+
 def test_own_vcard_update_is_stored_and_not_answered() -> None:
     plugin, transport, _ = start()
     login(plugin, transport)
