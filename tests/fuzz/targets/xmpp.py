@@ -10,6 +10,8 @@ on a synchronous SQLite store and a ``task.Clock``.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +41,8 @@ from transport.storage.gateway import GatewayStore
 W = pb.WrapperMessage
 T = "transport.example.org"
 ALICE = "alice@example.org"
-STATE = Path(tempfile.mkdtemp(prefix="transport-fuzz-"))
+STATE = Path(tempfile.mkdtemp(prefix="transport-fuzz-"))  # [service] state_dir; nothing is written there
+atexit.register(shutil.rmtree, STATE, True)
 CONFIG = make_config(STATE, jid=T, admin_jid="boss@example.org")
 TYPES = sorted(PAYLOAD_TYPES)
 STREAM_HEAD = (b"<stream:stream xmlns='jabber:component:accept' "
