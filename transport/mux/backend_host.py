@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import shlex
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ from transport.mux.service import BACKEND_PREFIX, make_manager
 log = Logger()
 
 MAX_RESTART_DELAY = 60.0
+#: seconds backends get to exit after their links close (then SIGTERM, then SIGKILL)
+SHUTDOWN_GRACE = 5.0
 #: a backend that lived this long resets the restart back-off
 STABLE_AFTER = 30.0
 
@@ -202,22 +205,42 @@ class BackendHost(service.Service):
         self._timers[slot] = self.reactor.callLater(delay, self._spawn, slot)
 
     def stopService(self) -> defer.Deferred[None]:
+        """Close the backends' links (they exit by themselves), then SIGTERM, then SIGKILL the stragglers."""
         super().stopService()
         self._stopping = True
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
         self._timers.clear()
-        waits = [p.when_ended() for p in self.processes.values()]
-        for p in list(self.processes.values()):
-            p.kill(15)
         for link in list(self.links):
             link._close_local()
-        d: defer.Deferred[Any] = defer.DeferredList(waits)
+        d = defer.ensureDeferred(self._reap())
         d.addCallback(lambda _: self.manager.close_all())
         if self.port is not None:
             d.addCallback(lambda _: self.port.stopListening())
         return d.addCallback(lambda _: None)
+
+    async def _reap(self) -> None:
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            alive = [p for p in self.processes.values() if not p.ended]
+            if not alive:
+                return
+            if sig is not None:
+                for p in alive:
+                    p.kill(sig)
+            await self._ended_or_timeout(alive, SHUTDOWN_GRACE)
+
+    def _ended_or_timeout(self, processes: list[BackendProcess], timeout: float) -> defer.Deferred[None]:
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def fire(_: object = None) -> None:
+            if not done.called:
+                done.callback(None)
+
+        timer = self.reactor.callLater(timeout, fire)
+        defer.DeferredList([p.when_ended() for p in processes]).addCallback(fire)
+        done.addCallback(lambda _: timer.cancel() if timer.active() else None)
+        return done
 
 
 def make_host(config: configuration.Config, reactor: Any) -> BackendHost:
