@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tests.unit.test_pool_harness import PeerBackend, login, make_pool
 from transport.backend import transport_pb2 as pb
+from transport.backend.codec import encode
 from transport.backend.link import COUNTERS
 from transport.backend.pool import GONE, QUERY_REFUSAL, READY, SPAWNING
 
@@ -257,3 +258,13 @@ def test_late_pong_to_the_second_unbound_ping_confirms_nothing_sent_after_it(tmp
     clock.advance(0.05)  # the barrier PING
     peer.send(W.TYPE_PONG)
     assert pool.is_confirmed(mark)
+
+
+def test_unbound_link_keeps_a_bounded_number_of_early_frames(tmp_path):
+    """A link that never PONGs lives two ping intervals: what it sends meanwhile is not all kept."""
+    pool, clock, spawned = make_pool(tmp_path)
+    peer = PeerBackend(pool)
+    stats = pb.Stats(res=1, init_res=1, shared=1, id="4242")
+    peer.link.dataReceived(b"".join(encode(W.TYPE_STATS, stats) for _ in range(1000)))
+    assert peer.link.backend is None and len(peer.link.early) <= 16
+    assert peer.link.stats_pid == 4242

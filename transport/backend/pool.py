@@ -408,9 +408,8 @@ class BackendPool(service.Service):
             pid = packet.payload.id  # type: ignore[union-attr]
             link.stats_seen = True
             link.stats_pid = int(pid) if pid.isdigit() else None
-            link.early.append(packet)
-        elif t in (W.TYPE_BACKEND_CONFIG, W.TYPE_API_VERSION, W.TYPE_ROOM_LIST):
-            if len(link.early) < 16:
+        if t in (W.TYPE_STATS, W.TYPE_BACKEND_CONFIG, W.TYPE_API_VERSION, W.TYPE_ROOM_LIST):
+            if len(link.early) < 16:  # kept for when it is bound; a link that never PONGs may send many
                 link.early.append(packet)
         elif t == W.TYPE_QUERY:
             link.send(W.TYPE_QUERY, pb.BackendConfig(config=QUERY_REFUSAL))
