@@ -172,3 +172,11 @@ def test_garbage_never_crashes_unexpectedly(data: bytes) -> None:
     except codec.MuxProtocolError:
         pass
     assert server._decoder.buffered <= codec.HEADER_SIZE + codec.MAX_BODY
+
+
+def test_server_range_wraps_past_0xfffe_to_the_client_range() -> None:
+    server = Multiplexer(is_client=False)
+    ids = [server.request_channel("s")[0] for _ in range(0x8000 - 1)]
+    assert ids[0] == 0x8000 and ids[-1] == 0xFFFE
+    assert 0xFFFF not in ids
+    assert server.request_channel("wrapped")[0] == 1
