@@ -240,3 +240,22 @@ def test_stored_buddies_go_out_at_login_when_the_backend_asks(rig):
     assert types.index(W.TYPE_LOGIN) < types.index(W.TYPE_BUDDIES)
     sent = rig.frames(peer, W.TYPE_BUDDIES)[0].buddy
     assert [(b.buddyName, b.alias, list(b.group)) for b in sent] == [("bob", "Bob", ["Friends"])]
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_cancels_the_gateway_timers(rig):
+    """A stopping main instance leaves no re-login or vCard timer behind, and starts no login."""
+    peer = yield rig.start()
+    yield rig.open(peer)
+    vcard = rig.gateway.request_vcard("alice", "bob")
+    peer.lose()  # alice's backend crashed: a re-login is scheduled
+    user = rig.gateway.users["alice"]
+    assert user.timer is not None and user.timer.active()
+    timer = user.timer
+    rig.gateway.stop()
+    assert not timer.active()
+    with pytest.raises(VCardTimeout):
+        yield vcard
+    calls = len(rig.spawned)
+    rig.clock.advance(120)
+    assert len(rig.spawned) == calls and "alice" not in rig.pool.waiting

@@ -220,7 +220,19 @@ class Gateway:
         self._vcards: dict[int, tuple[str, str, defer.Deferred[ev.VCard], IDelayedCall]] = {}
         self._wire_ids = itertools.count(1)
         self._feature_listeners: list[Callable[[BackendFeatures], None]] = []
+        self._stopping = False
         router.start_routing(self)
+
+    def stop(self) -> None:
+        """The main instance stops: cancel the re-login, login and vCard timers; start no more logins."""
+        self._stopping = True
+        for user in self.users.values():
+            user.cancel_timer()
+        vcards, self._vcards = self._vcards, {}
+        for _user, buddy, d, timer in vcards.values():
+            if timer.active():
+                timer.cancel()
+            d.errback(VCardTimeout(f"no vCard for {buddy}: the gateway is stopping"))
 
     # ------------------------------------------------------------------ settings
 
@@ -439,6 +451,8 @@ class Gateway:
 
     def _login(self, user: GatewayUser) -> None:
         user.cancel_timer()
+        if self._stopping:
+            return
         user.state = LOGGING_IN
         user.sent_status = None
         self.counters.logins += 1
@@ -451,8 +465,8 @@ class Gateway:
         if record is not None:
             settings = await self.store.get_settings(record.id)
             buddies = list(await self.store.get_buddies(record.id))
-        if user.state != LOGGING_IN or self.users.get(user.jid) is not user:
-            return  # logged out while we read the store
+        if user.state != LOGGING_IN or self.users.get(user.jid) is not user or self._stopping:
+            return  # logged out (or the gateway stopped) while we read the store
         for b in buddies:
             user.buddies.setdefault(b.name, ev.Buddy(b.name, b.alias, tuple(b.groups), pr.OFFLINE,
                                                      blocked=bool(b.flags & 1) or None))

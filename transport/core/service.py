@@ -39,6 +39,10 @@ class GatewayService(service.MultiService):
         d.addErrback(lambda f: log.failure("the gateway store failed to start", f))
         super().startService()
 
+    def stopService(self) -> defer.Deferred[None]:
+        self.gateway.stop()  # first: no re-login may start while the pool shuts the backends down
+        return super().stopService()  # type: ignore[no-any-return]
+
 
 def make_service(context: Any) -> service.IService:
     """The gateway for *context* (a :class:`transport.service.ServiceContext`); sets ``context.gateway``."""
