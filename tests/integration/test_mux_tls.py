@@ -626,3 +626,26 @@ async def test_pull_producer_and_line_protocol_over_channels() -> None:
         assert await asker.done == [b"ONE", b"TWO", b"THREE"]
     finally:
         await closed_peer(bob, alice)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_tcp_peer_is_dropped_after_the_handshake_timeout() -> None:
+    from twisted.internet import endpoints
+
+    clock = task.Clock()
+    bob = Peer(clock=clock, handshake_timeout=30.0)
+    ep = await bob.start()
+    silent = await endpoints.connectProtocol(endpoints.clientFromString(reactor, ep), Recorder())
+    try:
+        for _ in range(600):  # until the server side has the connection
+            if bob.manager._sockets:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        [sock] = bob.manager._sockets
+        clock.advance(29.0)
+        assert sock.is_connected
+        clock.advance(1.5)
+        assert isinstance(await sock.closed, error.TimeoutError)
+        assert (await silent.lost).check(error.ConnectionLost, error.ConnectionDone)
+    finally:
+        await bob.stop()

@@ -31,6 +31,7 @@ from transport.mux.identity import DeviceIdentity, TrustPolicy, client_creator, 
 from transport.mux.protocol import (
     DEFAULT_BEACON_INTERVAL,
     DEFAULT_BEACON_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_BUFFERED,
     MultiplexedSocket,
 )
@@ -56,7 +57,8 @@ class ConnectionManager:
     ``account_ca``: when set, peers' certificates must chain to it.
     ``trusted_devices``: when set, only these device ids may connect to us
     (outgoing connections are always pinned to the device dialled).
-    ``clock``: timers (beacons); defaults to the reactor.
+    ``clock``: timers (beacons, the handshake timeout); defaults to the reactor.
+    ``handshake_timeout``: seconds a new connection gets to complete its TLS handshake.
     """
 
     log = Logger()
@@ -64,7 +66,8 @@ class ConnectionManager:
     def __init__(self, identity: DeviceIdentity, *, reactor: Any = None, clock: Any = None,
                  account_ca: x509.Certificate | None = None,
                  trusted_devices: Iterable[str] | None = None, beacon_interval: float = DEFAULT_BEACON_INTERVAL,
-                 beacon_timeout: float = DEFAULT_BEACON_TIMEOUT, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+                 beacon_timeout: float = DEFAULT_BEACON_TIMEOUT, max_buffered: int = DEFAULT_MAX_BUFFERED,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -79,6 +82,7 @@ class ConnectionManager:
         self.beacon_interval = beacon_interval
         self.beacon_timeout = beacon_timeout
         self.max_buffered = max_buffered
+        self.handshake_timeout = handshake_timeout
         self._request_cb: RequestCallback | None = None
         self._ready_cb: ReadyCallback | None = None
         self._sockets: set[MultiplexedSocket] = set()
@@ -198,6 +202,7 @@ class ConnectionManager:
         sock = MultiplexedSocket(
             is_client, self.clock, reactor=self.reactor, decide=self._decide, ready=self._ready, local_device=self.device_id,
             beacon_interval=self.beacon_interval, beacon_timeout=self.beacon_timeout, max_buffered=self.max_buffered,
+            handshake_timeout=self.handshake_timeout,
         )
         self._sockets.add(sock)
 
@@ -218,7 +223,7 @@ class ConnectionManager:
         if not is_client:
             sock.handshake_done.addErrback(lambda f: None)  # nobody waits on an incoming handshake
 
-        def gone(_: Any) -> None:
+        def gone(result: Any) -> Any:
             self._sockets.discard(sock)
             if sock.peer_device is not None and self._by_device.get(sock.peer_device) is sock:
                 del self._by_device[sock.peer_device]
@@ -226,6 +231,7 @@ class ConnectionManager:
                     if other.peer_device == sock.peer_device and other.is_connected:
                         self._by_device[sock.peer_device] = other
                         break
+            return result  # later waiters on ``closed`` still get the cause
 
         sock.closed.addBoth(gone)
         return sock

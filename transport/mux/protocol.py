@@ -38,6 +38,7 @@ from transport.mux.identity import PeerRefused, verify_result
 DEFAULT_BEACON_TIMEOUT = 3.0
 DEFAULT_BEACON_INTERVAL = 30.0
 DEFAULT_MAX_BUFFERED = 1024 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: the TCP transport's write buffer size before it pauses the channels' writers
 SEND_BUFFER = 512 * 1024
 #: gathered output handed to TLS at once (a multiple of TLS's 16 KiB records)
@@ -65,7 +66,8 @@ class MultiplexedSocket(Protocol):
     def __init__(self, is_client: bool, clock: Any, *, reactor: Any = None, decide: Decide | None = None,
                  ready: Ready | None = None,
                  local_device: str | None = None, beacon_interval: float = DEFAULT_BEACON_INTERVAL,
-                 beacon_timeout: float = DEFAULT_BEACON_TIMEOUT, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+                 beacon_timeout: float = DEFAULT_BEACON_TIMEOUT, max_buffered: int = DEFAULT_MAX_BUFFERED,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
         self.mux = m.Multiplexer(is_client)
         self.clock = clock
         #: schedules output flushes; the real reactor even when tests inject a Clock for beacons
@@ -93,6 +95,8 @@ class MultiplexedSocket(Protocol):
         self._beacon_call: Any = None
         self._beacon_waiters: list[defer.Deferred[bool]] = []
         self._idle_call: Any = None
+        self.handshake_timeout = handshake_timeout
+        self._handshake_call: Any = None
         self._last_received = clock.seconds()
         self._close_reason: Exception | None = None
         self.is_connected = False
@@ -118,8 +122,19 @@ class MultiplexedSocket(Protocol):
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._write(self.mux.initiate())
         self._schedule_idle_check()
+        # a peer that connects and never completes the handshake must not hold the socket forever
+        self._handshake_call = self.clock.callLater(self.handshake_timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_call = None
+        self.log.info("mux: TLS handshake with {addr} not done after {t}s; closing", addr=self.peer_address,
+                      t=self.handshake_timeout)
+        self._abort(error.TimeoutError(f"TLS handshake not done within {self.handshake_timeout}s"))
 
     def handshakeCompleted(self) -> None:
+        if self._handshake_call is not None and self._handshake_call.active():
+            self._handshake_call.cancel()
+        self._handshake_call = None
         result = verify_result(self.transport.getHandle())  # type: ignore[union-attr]
         self.peer_device = result.device_id
         if self.peer_device is None:  # cannot happen with our creators; refuse rather than guess
@@ -130,7 +145,7 @@ class MultiplexedSocket(Protocol):
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self.is_connected = False
         self._out.clear()
-        for call in (self._beacon_call, self._idle_call, self._flush_call):
+        for call in (self._beacon_call, self._idle_call, self._flush_call, self._handshake_call):
             if call is not None and call.active():
                 call.cancel()
         self._beacon_call = None

@@ -101,7 +101,7 @@ def make_manager(config: Any, section: str, reactor: Any) -> ConnectionManager:
     return ConnectionManager(
         identity, reactor=reactor, account_ca=ca, trusted_devices=trusted or None,
         beacon_interval=config.get("mux", "beacon_interval"), beacon_timeout=config.get("mux", "beacon_timeout"),
-        max_buffered=config.get("mux", "max_buffered"),
+        max_buffered=config.get("mux", "max_buffered"), handshake_timeout=config.get("mux", "handshake_timeout"),
     )
 
 

@@ -24,6 +24,8 @@ SECTION = declare(Section("mux", "Multiplexed channels over TLS and remote backe
         minimum=0.0),
     Key("beacon_timeout", "float", 3.0, "Seconds a beacon may go unanswered before the connection is closed.",
         minimum=0.01),
+    Key("handshake_timeout", "float", 30.0, "Seconds a new connection gets to complete its TLS handshake.",
+        minimum=0.1),
     Key("max_buffered", "size", 1024 * 1024,
         "Received bytes held for paused or not yet attached channels before the connection stops reading.",
         minimum=65536),
