@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chatd_common import ROOT, ServerProcess, percentile, rss_kib
+from chatd_common import ROOT, ServerProcess, cpu_seconds, percentile, rss_kib
 
 sys.path.insert(0, str(ROOT))
 
@@ -114,10 +114,12 @@ async def measure(reactor: Any, args: argparse.Namespace, server: ServerProcess)
 
     # burst: everything at once, then wait for the last delivery everywhere
     start = time.perf_counter()
+    cpu = cpu_seconds(server.pid)
     for _ in range(args.burst):
         send_one()
     await defer.gatherResults([r.wait(args.burst) for r in receivers])
-    elapsed = time.perf_counter() - start
+    elapsed = burst_elapsed = time.perf_counter() - start
+    server_cpu = cpu_seconds(server.pid) - cpu
     latencies = [x for r in receivers for x in r.latencies]
     rows.append(("burst", args.burst, args.burst / elapsed, args.burst * args.clients / elapsed,
                  percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3))
@@ -146,6 +148,8 @@ async def measure(reactor: Any, args: argparse.Namespace, server: ServerProcess)
     print(f"{'run':<14}{'msgs':>7}{'msgs/s':>10}{'deliveries/s':>14}{'p50 ms':>9}{'p99 ms':>9}")
     for name, n, mps, dps, p50, p99 in rows:
         print(f"{name:<14}{n:>7}{mps:>10.0f}{dps:>14.0f}{p50:>9.2f}{p99:>9.2f}")
+    print(f"server CPU during the burst: {server_cpu:.2f} s of {burst_elapsed:.2f} s "
+          f"({server_cpu / args.burst * 1e3:.2f} ms per broadcast to {args.clients})")
     print(f"server RSS: {before} KiB before, {after} KiB with {args.clients} clients joined: "
           f"{(after - before) * 1024 / args.clients:.0f} bytes per client")
     for client in clients:

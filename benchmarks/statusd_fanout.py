@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chatd_common import ROOT, ServerProcess, percentile, rss_kib
+from chatd_common import ROOT, ServerProcess, cpu_seconds, percentile, rss_kib
 
 sys.path.insert(0, str(ROOT))
 
@@ -90,6 +90,7 @@ async def measure(reactor: Any, args: argparse.Namespace, server: ServerProcess)
     me = await StatusdClient.connect(reactor, address, 1, issue_token(server.secret, 1, ttl=3600), ONLINE)
     await done
     login_time = arrivals.last - t0
+    cpu = cpu_seconds(server.pid)
     for round_ in range(args.rounds):
         value = AWAY if round_ % 2 == 0 else ONLINE
         done = arrivals.arm(Pres(1, value))
@@ -97,11 +98,13 @@ async def measure(reactor: Any, args: argparse.Namespace, server: ServerProcess)
         me.set_presence(value)
         await done
         times.append(arrivals.last - t0)
+    server_cpu = (cpu_seconds(server.pid) - cpu) / args.rounds
     print(f"statusd fan-out: one user watched by {args.watchers} connected clients (contact lists); "
           "server in its own process, clients in another")
     print(f"{'event':<28}{'n':>4}{'p50 ms':>9}{'max ms':>9}")
     print(f"{'login seen by all':<28}{1:>4}{login_time * 1e3:>9.1f}{login_time * 1e3:>9.1f}")
     print(f"{'SETPRES seen by all':<28}{len(times):>4}{percentile(times, 50) * 1e3:>9.1f}{max(times) * 1e3:>9.1f}")
+    print(f"server CPU per change: {server_cpu * 1e3:.0f} ms")
     print(f"connecting {args.watchers} clients (AUTH, HELLO, dump): {connect_time:.1f} s")
     print(f"server RSS: {before} KiB before, {after} KiB with {args.watchers} clients: "
           f"{(after - before) * 1024 / args.watchers:.0f} bytes per client")

@@ -46,6 +46,9 @@ from transport.chatd.wire import (
 
 log = Logger()
 
+#: Commands a client may pipeline after AUTH while its token is being checked.
+MAX_HELD = 1000
+
 
 class Link(Protocol):
     """What a session needs from its transport."""
@@ -174,6 +177,9 @@ class CommandSession:
                 return
             if self._held is not None:
                 self._held.extend(events[index:])
+                if len(self._held) > MAX_HELD:
+                    self._held = None
+                    self.error(ErrorCode.OVERLOAD, "too many commands before AUTH was answered", fatal=True)
                 return
             if isinstance(event, Violation):
                 self.error(event.code, event.text, event.fatal)
