@@ -523,3 +523,19 @@ def test_memory_usage(tmp_path: Any) -> None:
     assert memory_usage(str(statm)) == MemoryUsage(50 * page_kib, 20 * page_kib)
     fallback = memory_usage(str(tmp_path / "missing"))
     assert fallback.resident > 0 and fallback.shared == 0
+
+
+def test_optional_fields_are_absent_when_not_given_and_present_when_empty() -> None:
+    """Spectrum 2 reads "no alias" (absent) and an empty one differently: None leaves a field unset."""
+    plugin, transport, _ = connect()
+    sent(transport)
+    plugin.send_buddy_changed("u", "b", alias="", status=pb.STATUS_AWAY)
+    plugin.send_message("u", "b", "hi", nickname="n")
+    plugin.send_participant_changed("u", "#r", "n", newname="m")
+    plugin.send_vcard("u", "b", 7, photo=b"")
+    buddy, message, participant, vcard = (p.payload for p in sent(transport))
+    assert buddy.HasField("alias") and buddy.HasField("status") and not buddy.HasField("statusMessage")
+    assert not buddy.HasField("blocked") and not buddy.HasField("iconHash")
+    assert message.nickname == "n" and not message.HasField("xhtml") and not message.HasField("id")
+    assert participant.newname == "m" and not participant.HasField("alias")
+    assert vcard.HasField("photo") and not vcard.HasField("fullname")

@@ -468,14 +468,7 @@ class NetworkPlugin(Protocol):
     ) -> None:
         """A room occupant joined, changed or left (``status=STATUS_NONE``); *flag* is a ``PARTICIPANT_FLAG_*`` mask."""
         payload = pb.Participant(userName=user, room=room, nickname=nickname, flag=flag, status=status)  # type: ignore[arg-type]
-        if status_message is not None:
-            payload.statusMessage = status_message
-        if newname is not None:
-            payload.newname = newname
-        if icon_hash is not None:
-            payload.iconHash = icon_hash
-        if alias is not None:
-            payload.alias = alias
+        _set_given(payload, statusMessage=status_message, newname=newname, iconHash=icon_hash, alias=alias)
         self.send(W.TYPE_PARTICIPANT_CHANGED, payload)
 
     def send_room_nickname_changed(self, user: str, room: str, nickname: str) -> None:
@@ -485,8 +478,7 @@ class NetworkPlugin(Protocol):
     def send_room_subject_changed(self, user: str, room: str, subject: str, nickname: str | None = None) -> None:
         """The subject of *room* is *subject*, set by *nickname*."""
         payload = pb.ConversationMessage(userName=user, buddyName=room, message=subject)
-        if nickname is not None:
-            payload.nickname = nickname
+        _set_given(payload, nickname=nickname)
         self.send(W.TYPE_ROOM_SUBJECT_CHANGED, payload)
 
     def send_vcard(
@@ -501,12 +493,7 @@ class NetworkPlugin(Protocol):
     ) -> None:
         """The answer to a vCard request: *id* must be the request's id."""
         payload = pb.VCard(userName=user, buddyName=buddy, id=id)
-        if fullname is not None:
-            payload.fullname = fullname
-        if nickname is not None:
-            payload.nickname = nickname
-        if photo is not None:
-            payload.photo = photo
+        _set_given(payload, fullname=fullname, nickname=nickname, photo=photo)
         self.send(W.TYPE_VCARD, payload)
 
     def send_backend_config(self, config: str | Mapping[str, Mapping[str, object]]) -> None:
@@ -552,16 +539,8 @@ class NetworkPlugin(Protocol):
         blocked: bool | None,
     ) -> pb.Buddy:
         payload = pb.Buddy(userName=user, buddyName=buddy, group=list(groups))
-        if alias is not None:
-            payload.alias = alias
-        if status is not None:
-            payload.status = status  # type: ignore[assignment]
-        if status_message is not None:
-            payload.statusMessage = status_message
-        if icon_hash is not None:
-            payload.iconHash = icon_hash
-        if blocked is not None:
-            payload.blocked = blocked
+        _set_given(payload, alias=alias, status=status, statusMessage=status_message, iconHash=icon_hash,
+                   blocked=blocked)
         return payload
 
     @staticmethod
@@ -578,18 +557,13 @@ class NetworkPlugin(Protocol):
         carbon: bool | None,
     ) -> pb.ConversationMessage:
         payload = pb.ConversationMessage(userName=user, buddyName=buddy, message=message)
-        if nickname is not None:
-            payload.nickname = nickname
-        if xhtml is not None:
-            payload.xhtml = xhtml
-        if timestamp is not None:
-            payload.timestamp = timestamp
-        if headline is not None:
-            payload.headline = headline
-        if id is not None:
-            payload.id = id
-        if pm is not None:
-            payload.pm = pm
-        if carbon is not None:
-            payload.carbon = carbon
+        _set_given(payload, nickname=nickname, xhtml=xhtml, timestamp=timestamp, headline=headline, id=id, pm=pm,
+                   carbon=carbon)
         return payload
+
+
+def _set_given(payload: Any, **fields: object) -> None:
+    """Set the optional fields of *payload* that are not None (an unset optional field stays absent)."""
+    for name, value in fields.items():
+        if value is not None:
+            setattr(payload, name, value)
