@@ -422,3 +422,52 @@ async def test_websocket_endpoint_with_a_real_client(make_chatd_stack: Any) -> N
 def _in_thread(fn: Any, *args: Any) -> defer.Deferred[Any]:
     from twisted.internet import threads
     return threads.deferToThread(fn, *args)
+
+
+def _self_signed(directory: Any) -> tuple[str, str]:
+    """A certificate for localhost / 127.0.0.1 and its key, as PEM files; returns their paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_through_the_endpoint_string(make_chatd_stack: Any, tmp_path: Any) -> None:
+    from twisted.internet.endpoints import serverFromString
+
+    stack = await make_chatd_stack()
+    await room_with(stack, [1, 2])
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    cert, key = _self_signed(tmp_path)
+    (roots / "cert.pem").write_bytes((tmp_path / "cert.pem").read_bytes())
+    port = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}").listen(
+        stack.chatd.stream_factory())
+    stack.ports.append(port)
+    address = f"tls:host=127.0.0.1:port={port.getHost().port}:trustRoots={roots}"
+    a = await stack.chatd_client(1, address=address)
+    b = await stack.chatd_client(2)  # plain TCP, same server
+    assert await a.join(ROOM) == JOIN_OK and await b.join(ROOM) == JOIN_OK
+    a.send_rtmsg(ROOM, 2, 0, 4, b"over tls")
+    assert (await b.next(RtMsgDelivery)).data == b"over tls"
