@@ -526,6 +526,20 @@ def _check_regexes(config: Config) -> None:
 add_validator(_check_regexes)
 
 
+def _check_admin_endpoint(config: Config) -> None:
+    # The admin commands register and unregister users: only a UNIX socket (mode 0600) is
+    # private enough to go without a token.
+    endpoint = str(config.get("service", "admin_socket")).strip()
+    kind = endpoint.split(":", 1)[0].lower()
+    private = kind == "unix" or (kind == "systemd" and "domain=unix" in endpoint.lower())
+    if endpoint and not private and not config.get("service", "admin_token"):
+        raise ConfigError("[service] admin_socket: a network endpoint needs [service] admin_token",
+                          config.path, config.lines.get(("service", "admin_socket")))
+
+
+add_validator(_check_admin_endpoint)
+
+
 # ---------------------------------------------------------------------------
 # documentation
 

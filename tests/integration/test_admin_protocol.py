@@ -71,3 +71,17 @@ def test_crashed_backends_count_is_the_total_since_start():
     pool = SimpleNamespace(crashes=[object()] * 1000, crashes_total=1234)
     commands = AdminCommands(_Gateway(), pool)
     assert commands.cmd_crashed_backends_count() == "1234"
+
+
+def test_network_admin_endpoint_needs_a_token():
+    """The admin commands register users: only a UNIX socket may go without admin_token."""
+    from transport import config as configuration
+
+    with pytest.raises(configuration.ConfigError, match="admin_token"):
+        configuration.load_text("[service]\nadmin_socket = tcp:9099:interface=127.0.0.1\n", "t.ini")
+    with pytest.raises(configuration.ConfigError, match="t.ini:2"):
+        configuration.load_text("[service]\nadmin_socket = systemd:domain=INET:index=0\n", "t.ini")
+    for ini in ("[service]\nadmin_socket = tcp:9099\nadmin_token = s3cret\n",
+                "[service]\nadmin_socket = unix:/run/t/admin.sock:mode=600\n",
+                "[service]\nadmin_socket = systemd:domain=UNIX:index=0\n", ""):
+        configuration.load_text(ini, "t.ini")
