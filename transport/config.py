@@ -534,7 +534,7 @@ def _check_admin_endpoint(config: Config) -> None:
     private = kind == "unix" or (kind == "systemd" and "domain=unix" in endpoint.lower())
     if endpoint and not private and not config.get("service", "admin_token"):
         raise ConfigError("[service] admin_socket: a network endpoint needs [service] admin_token",
-                          config.path, config.lines.get(("service", "admin_socket")))
+                          config.path, config.lines.get(("service", "admin_socket")) or None)
 
 
 add_validator(_check_admin_endpoint)
