@@ -649,3 +649,26 @@ async def test_a_silent_tcp_peer_is_dropped_after_the_handshake_timeout() -> Non
         assert (await silent.lost).check(error.ConnectionLost, error.ConnectionDone)
     finally:
         await bob.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_counters_for_the_metrics_endpoint() -> None:
+    bob = Peer()
+    ep = await bob.start()
+    alice = ConnectionManager(ALICE)
+    try:
+        ch = await alice.connect_device(BOB.device_id, ep, "x")
+        assert await roundtrip(ch, b"12345") == b"12345"
+        live = alice.counters()
+        assert live["connections_open"] == 1 and live["channels_open"] == 1 and live["bytes_out"] > 5
+        with pytest.raises(PeerRefused):
+            await ConnectionManager(ALICE).connect_device(MALLORY.device_id, ep, "x")
+        sock = alice.connection_to(BOB.device_id)
+        assert sock is not None
+        sock.transport.transport.abortConnection()  # type: ignore[union-attr]
+        await sock.closed
+        after = alice.counters()
+        assert after["connections"] == 1 and after["connections_open"] == 0 and after["closed_with_error"] == 1
+        assert after["channels_opened"] == 1 and after["bytes_in"] >= live["bytes_in"]
+    finally:
+        await closed_peer(bob, alice)

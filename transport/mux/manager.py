@@ -88,6 +88,9 @@ class ConnectionManager:
         self._sockets: set[MultiplexedSocket] = set()
         self._by_device: dict[str, MultiplexedSocket] = {}
         self._connecting: dict[str, list[defer.Deferred[MultiplexedSocket]]] = {}
+        #: totals since start (see :meth:`counters`)
+        self.totals = {"connections": 0, "refused": 0, "closed_with_error": 0, "channels_opened": 0,
+                       "bytes_in": 0, "bytes_out": 0, "unknown_frames": 0}
 
     # --- callbacks -------------------------------------------------------------
 
@@ -192,6 +195,17 @@ class ConnectionManager:
         """
         return defer.gatherResults([s.send_beacon() for s in list(self._sockets) if s.is_connected])
 
+    def counters(self) -> dict[str, float]:
+        """Numbers for the metrics endpoint (``transport_part_value{part="mux",name=...}``)."""
+        live = [s for s in self._sockets if s.is_connected]
+        out: dict[str, float] = {k: float(v) for k, v in self.totals.items()}
+        out["bytes_in"] += sum(s.bytes_in for s in live)
+        out["bytes_out"] += sum(s.bytes_out for s in live)
+        out["unknown_frames"] += sum(s.mux.unknown_frames for s in live)
+        out["connections_open"] = float(len(live))
+        out["channels_open"] = float(sum(len(s.channels) for s in live))
+        return out
+
     def connections(self) -> list[dict[str, Any]]:
         """Every live connection with its channels (id, name, bytes in/out, created)."""
         return [s.info() for s in sorted(self._sockets, key=lambda s: s.created) if s.is_connected]
@@ -208,6 +222,7 @@ class ConnectionManager:
 
         def verified(s: MultiplexedSocket) -> MultiplexedSocket:
             assert s.peer_device is not None
+            self.totals["connections"] += 1
             current = self._by_device.get(s.peer_device)
             if current is None or not current.is_connected:
                 self._by_device[s.peer_device] = s
@@ -216,6 +231,7 @@ class ConnectionManager:
             return s
 
         def refused(f: Any) -> Any:
+            self.totals["refused"] += 1
             self.log.warn("mux: connection refused or lost before verification: {e}", e=f.getErrorMessage())
             return f
 
@@ -225,6 +241,13 @@ class ConnectionManager:
 
         def gone(result: Any) -> Any:
             self._sockets.discard(sock)
+            if sock.peer_device is not None:
+                self.totals["bytes_in"] += sock.bytes_in
+                self.totals["bytes_out"] += sock.bytes_out
+                self.totals["unknown_frames"] += sock.mux.unknown_frames
+                self.totals["channels_opened"] += sock.channels_opened
+                if not sock.lost_cleanly:
+                    self.totals["closed_with_error"] += 1
             if sock.peer_device is not None and self._by_device.get(sock.peer_device) is sock:
                 del self._by_device[sock.peer_device]
                 for other in self._sockets:  # another connection to the same device takes over

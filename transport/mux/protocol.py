@@ -83,6 +83,7 @@ class MultiplexedSocket(Protocol):
         self.beacon_timeout = beacon_timeout
         self.max_buffered = max_buffered
         self.channels: dict[int, ChannelSocket] = {}
+        self.channels_opened = 0
         self.created = time.time()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -100,6 +101,7 @@ class MultiplexedSocket(Protocol):
         self._last_received = clock.seconds()
         self._close_reason: Exception | None = None
         self.is_connected = False
+        self.lost_cleanly = False
         #: fires with this socket once the TLS handshake verified the peer
         self.handshake_done: defer.Deferred[MultiplexedSocket] = defer.Deferred()
         #: fires with the cause (an exception, not a failure) when the connection is gone
@@ -144,6 +146,9 @@ class MultiplexedSocket(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self.is_connected = False
+        #: the TLS connection itself ended cleanly (close_notify / FIN), whatever the channels were told
+        self.lost_cleanly = self._close_reason is None and isinstance(reason, Failure) \
+            and reason.check(error.ConnectionDone) is not None
         self._out.clear()
         for call in (self._beacon_call, self._idle_call, self._flush_call, self._handshake_call):
             if call is not None and call.active():
@@ -339,6 +344,7 @@ class MultiplexedSocket(Protocol):
                 self.log.debug("mux: {n} bytes for unknown channel {c} dropped", n=ev.length, c=ev.channel)
 
     def _accepted(self, ev: m.ChannelAccepted) -> None:
+        self.channels_opened += 1
         channel = ChannelSocket(self, ev.channel, ev.name)
         self.channels[ev.channel] = channel
         d = self._pending.pop(ev.channel, None)
@@ -365,6 +371,7 @@ class MultiplexedSocket(Protocol):
                 self._write(self.mux.decline(cid))
                 return
             self._write(self.mux.accept(cid))
+            self.channels_opened += 1
             channel = ChannelSocket(self, cid, name)
             self.channels[cid] = channel
             if self.ready_callback is not None:
