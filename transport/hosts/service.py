@@ -123,12 +123,7 @@ class NetworkHostService(service.Service):
         super().stopService()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
-        for conn in list(self.factory.connections):
-            conn.abort()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload,no-any-return]
-        return None
+        return _stop_serving(self)
 
 
 class UserHostService(service.Service):
@@ -293,12 +288,17 @@ class UserHostService(service.Service):
                 loop.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
-        for conn in list(self.factory.connections):
-            conn.abort()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload,no-any-return]
-        return None
+        return _stop_serving(self)
+
+
+def _stop_serving(svc: NetworkHostService | UserHostService) -> defer.Deferred[None] | None:
+    """Drop *svc*'s connections and stop its listening port."""
+    for conn in list(svc.factory.connections):
+        conn.abort()
+    if svc.port is not None:
+        port, svc.port = svc.port, None
+        return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload,no-any-return]
+    return None
 
 
 class HostsService(service.MultiService):
