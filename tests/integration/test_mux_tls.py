@@ -672,3 +672,27 @@ async def test_counters_for_the_metrics_endpoint() -> None:
         assert after["channels_opened"] == 1 and after["bytes_in"] >= live["bytes_in"]
     finally:
         await closed_peer(bob, alice)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_protocol_loses_only_its_channel() -> None:
+    class Broken(Recorder):
+        def dataReceived(self, data: bytes) -> None:
+            raise ValueError("application bug")
+
+    bob = Peer(make=Broken)
+    ep = await bob.start()
+    alice = ConnectionManager(ALICE)
+    try:
+        doomed = await alice.connect_device(BOB.device_id, ep, "doomed")
+        mine = Recorder()
+        doomed.attach(mine)
+        doomed.write(b"boom")
+        assert (await bob.protocols[0].lost).check(error.ConnectionAborted)
+        assert (await mine.lost).check(error.ConnectionDone)  # Alice sees the channel closed
+        bob.make = Echo
+        fine = await alice.connect_device(BOB.device_id, ep, "fine")
+        assert await roundtrip(fine, b"ok") == b"ok"
+        assert len(alice.connections()) == 1
+    finally:
+        await closed_peer(bob, alice)

@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IConsumer, IProducer, IPushProducer, ITransport
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 if TYPE_CHECKING:
     from transport.mux.protocol import MultiplexedSocket
+
+log = Logger()
 
 
 @implementer(IAddress)
@@ -191,7 +194,7 @@ class ChannelSocket:
     def _received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         if self.protocol is not None and not self._paused and not self._inbuf:
-            self.protocol.dataReceived(data)
+            self._hand(data)
             return
         self._inbuf.append(data)
         self._buffered += len(data)
@@ -202,10 +205,20 @@ class ChannelSocket:
             data = self._inbuf.popleft()
             self._buffered -= len(data)
             self._sock._buffered_changed(-len(data))
-            self.protocol.dataReceived(data)
+            self._hand(data)
         if not self._inbuf and self._lost_reason is not None and self.protocol is not None:
             reason, self._lost_reason = self._lost_reason, None
             self._finish(reason)
+
+    def _hand(self, data: bytes) -> None:
+        # a protocol that raises loses its own channel, as a TCP protocol loses its
+        # connection; the other channels of the connection do not notice
+        try:
+            self.protocol.dataReceived(data)  # type: ignore[union-attr]
+        except Exception:
+            log.failure("mux: the protocol of channel {id} ({name!r}) failed; closing the channel",
+                        id=self.id, name=self.name)
+            self.abortConnection()
 
     def _lost(self, reason: Failure, immediately: bool = False) -> None:
         """The channel is over: the peer's EOF (ConnectionDone) or the connection's loss (an error)."""
@@ -226,10 +239,14 @@ class ChannelSocket:
 
     def _finish(self, reason: Failure) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.stopProducing()
-        if self.protocol is not None:
-            self.protocol.connectionLost(reason)
+        for step in (getattr(producer, "stopProducing", None),
+                     (lambda: self.protocol.connectionLost(reason)) if self.protocol is not None else None):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception:
+                log.failure("mux: closing channel {id} ({name!r}) failed", id=self.id, name=self.name)
 
 
 def attach_factory(channel: ChannelSocket, factory: Factory) -> Any:
