@@ -239,8 +239,9 @@ class ChannelSocket:
 
     def _finish(self, reason: Failure) -> None:
         producer, self._producer = self._producer, None
+        protocol = self.protocol
         for step in (getattr(producer, "stopProducing", None),
-                     (lambda: self.protocol.connectionLost(reason)) if self.protocol is not None else None):
+                     (lambda: protocol.connectionLost(reason)) if protocol is not None else None):
             if step is None:
                 continue
             try:
