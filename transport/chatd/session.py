@@ -46,6 +46,9 @@ from transport.chatd.wire import (
 
 log = Logger()
 
+#: Seconds a closing connection gets to flush what was sent to it before it is aborted.
+CLOSE_GRACE = 10.0
+
 #: Commands a client may pipeline after AUTH while its token is being checked.
 MAX_HELD = 1000
 
@@ -115,6 +118,7 @@ class CommandSession:
         self._held: list[Command | Violation] | None = None
         self._keepalive: IDelayedCall | None = None
         self._idle: IDelayedCall | None = None
+        self._abort: IDelayedCall | None = None
 
     # transport side ---------------------------------------------------------------
 
@@ -139,7 +143,7 @@ class CommandSession:
         self.closed = True
         self.connection.close()
         self.server.sessions.discard(self)
-        for call in (self._keepalive, self._idle):
+        for call in (self._keepalive, self._idle, self._abort):
             if call is not None and call.active():
                 call.cancel()
         self._held = None
@@ -164,9 +168,11 @@ class CommandSession:
             self.close()
 
     def close(self) -> None:
+        """Close after what was sent is flushed; a peer that does not read is cut off after CLOSE_GRACE."""
         if not self.closed:
             self.connection.close()
             self.closed = True
+            self._abort = self.server.clock.callLater(CLOSE_GRACE, self.link.abort)
             self.link.close()
 
     # events ----------------------------------------------------------------------------
