@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from tests.fuzz.script import build, records
-from tests.fuzz.targets import target
+from tests.fuzz.targets import suppressed, target
 from transport.config import Config, ConfigError, load_text, parse_ini, sections
 
 # Declared at import so that atheris instruments the settings modules too.
@@ -80,7 +81,7 @@ def config_ini(data: bytes) -> None:
 
     Contract: both raise only ``ConfigError``, whose line (when given) is a
     line of the text. Invariants: a text that loads loads the same way twice;
-    every declared key then has a value of its kind.
+    every declared key then has a value of its kind (numbers finite).
     """
     text, overrides = render(data)
     n_lines = len(text.splitlines())
@@ -98,8 +99,9 @@ def config_ini(data: bytes) -> None:
                 continue
             for key in section.keys:
                 value = config[name][key.name]
-                assert value == again[name][key.name]
-                _check_kind(key.kind, value, f"[{name}] {key.name}")
+                where = f"[{name}] {key.name}"
+                assert value == again[name][key.name] or value != value, where  # (NaN is checked below)
+                _check_kind(key.kind, value, where)
 
 
 def _default_text(kind: str, value: object) -> str:
@@ -115,3 +117,5 @@ def _check_kind(kind: str, value: object, where: str) -> None:
                                                       "float": (int, float), "bool": bool, "size": int,
                                                       "list": list}
     assert isinstance(value, expected[kind]), f"{where}: {value!r} is not a {kind}"
+    if kind == "float" and not suppressed("config-nonfinite-float"):
+        assert math.isfinite(value), f"{where} = {value!r} was accepted: a number key must be finite"  # type: ignore
