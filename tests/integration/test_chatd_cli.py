@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,12 @@ def read_until(process: subprocess.Popen[str], text: str, timeout: float = 60.0)
                 return lines
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_file(path: Path, instance: Any, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,7 +70,12 @@ def test_twistd_serves_chatd_and_statusd_managed_by_the_cli(main_instance: Any, 
         "[chatd]\nenabled = true\nlisten = tcp:0:interface=127.0.0.1\nportfile = chatd.port\nrefresh_interval = 0.2\n"
         "[statusd]\nenabled = true\nlisten = tcp:0:interface=127.0.0.1\nportfile = statusd.port\n"
     )
-    instance = main_instance(extra_ini=extra)
+    web = _free_port()
+    instance = main_instance(extra_ini=extra, start=False)
+    text = instance.config_path.read_text()
+    assert "web_port = \n" in text
+    instance.config_path.write_text(text.replace("web_port = \n", f"web_port = tcp:{web}:interface=127.0.0.1\n"))
+    instance.start()
     config = instance.config_path
     wait_file(tmp_path / "chatd.port", instance)
     wait_file(tmp_path / "statusd.port", instance)
@@ -89,6 +101,13 @@ def test_twistd_serves_chatd_and_statusd_managed_by_the_cli(main_instance: Any, 
         time.sleep(0.1)
     assert "joined 7: in-call 0" in result.stdout
     assert cli(config, "connect", "--user", "3", "--join", "7", check=False).returncode == 1  # not a member
+    # the WebSocket endpoint on the web port, through transportctl's delegation
+    over_ws = subprocess.run([sys.executable, "-m", "transport.cli.ctl", "-c", str(config), "chatd", "connect",
+                              "--user", "2", "--join", "7", "--address", f"ws://127.0.0.1:{web}/chatd"],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert over_ws.returncode == 0 and "joined 7: in-call 0" in over_ws.stdout, over_ws.stdout + over_ws.stderr
+    statusd_ws = cli(config, "presence", "--user", "2", "--address", f"ws://127.0.0.1:{web}/statusd")
+    assert statusd_ws.stdout.strip() == "pres self 4"
 
     watcher = start(config, "watch", "--user", "2", "--chat", "7", "--count", "1")
     try:

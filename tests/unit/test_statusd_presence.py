@@ -114,3 +114,19 @@ def test_new_contact_learns_presence_and_removed_one_gets_zero() -> None:
     hub.directory.view = newer
     hub.directory_changed(new, newer)
     assert one.take() == [Pres(2, 0)]
+
+
+def test_joining_a_room_as_member_shows_the_room_peers() -> None:
+    hub = make_hub({7: {1}}, {})
+    _, one = login(hub, 1, ONLINE)
+    _, two = login(hub, 2, DND)
+    _, three = login(hub, 3, AWAY)
+    for box in (one, two, three):
+        box.take()
+    old = hub.directory.view
+    new = view({7: {1, 2}}, {}, generation=2)  # 2 becomes a member of room 7
+    hub.directory.view = new
+    hub.directory_changed(old, new)
+    assert one.take() == [Pres(2, DND)]
+    assert two.take() == [Pres(1, ONLINE)]
+    assert three.take() == []
