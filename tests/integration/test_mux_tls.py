@@ -696,3 +696,28 @@ async def test_a_failing_protocol_loses_only_its_channel() -> None:
         assert len(alice.connections()) == 1
     finally:
         await closed_peer(bob, alice)
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_many_producers_share_the_connection_fairly_and_all_finish() -> None:
+    n, limit = 20, 4 * 1024 * 1024
+    bob = Peer(make=lambda: Recorder(expect=limit))
+    ep = await bob.start()
+    alice = ConnectionManager(ALICE)
+    try:
+        sock = await alice.connect(BOB.device_id, ep)
+        channels = await defer.gatherResults([sock.open_channel(f"p{i}") for i in range(n)])
+        floods = [Flood(ch, limit) for ch in channels]
+        for f in floods:
+            f.start()
+        await defer.DeferredList([f.done for f in floods], fireOnOneCallback=True)
+        # when the first writer is done, nobody has been starved
+        least = min(f.written for f in floods)
+        assert least >= limit // 4, [f.written for f in floods]
+        assert sum(f.pauses for f in floods) > 0  # the send buffer did fill
+        await defer.gatherResults([f.done for f in floods])
+        got = await defer.gatherResults([p.got_all for p in bob.protocols])
+        assert all(len(g) == limit for g in got)
+    finally:
+        await closed_peer(bob, alice)

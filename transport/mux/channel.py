@@ -72,6 +72,8 @@ class ChannelSocket:
         self._producer: Any = None
         self._streaming = True
         self._pull_call: Any = None
+        self._writer_paused = False
+        self._wrote_since_resume = False
 
     def __repr__(self) -> str:
         return f"<ChannelSocket {self.id} {self.name!r} peer={self.peer_device}>"
@@ -102,6 +104,7 @@ class ChannelSocket:
         if not self.connected or self.disconnecting or not data:
             return
         self.bytes_out += len(data)
+        self._wrote_since_resume = True
         self._sock._send_data(self.id, data)
 
     def writeSequence(self, data: Any) -> None:
@@ -150,28 +153,41 @@ class ChannelSocket:
             return
         self._producer = producer
         self._streaming = streaming
-        if streaming:
-            if self._sock.writing_paused:
-                producer.pauseProducing()  # type: ignore[attr-defined]
-        else:
+        self._writer_paused = False
+        if self._sock.writing_paused:
+            self._sock._writer_registered_while_paused(self)
+        elif not streaming:
             self._schedule_pull()
 
     def unregisterProducer(self) -> None:
         self._producer = None
+        self._writer_paused = False
         self._stop_pull()
 
     # --- called by the multiplexed socket --------------------------------
 
-    def _pause_writer(self) -> None:
-        if self._producer is not None and self._streaming:
+    def _pause_writer(self) -> bool:
+        """Pause our producer (the connection's send buffer is full); whether there was one to pause."""
+        if self._producer is None or self._writer_paused:
+            return False
+        self._writer_paused = True
+        if self._streaming:
             self._producer.pauseProducing()
+        return True
 
-    def _resume_writer(self) -> None:
-        if self._producer is not None:
-            if self._streaming:
-                self._producer.resumeProducing()
-            else:
-                self._schedule_pull()
+    def _resume_writer(self) -> bool:
+        """Resume our producer; whether it was paused (and still exists)."""
+        if not self._writer_paused:
+            return False
+        self._writer_paused = False
+        self._wrote_since_resume = False
+        if self._producer is None or not self.connected:
+            return False
+        if self._streaming:
+            self._producer.resumeProducing()
+        else:
+            self._schedule_pull()
+        return True
 
     def _schedule_pull(self) -> None:
         if self._pull_call is None and self._producer is not None and not self._streaming:
@@ -181,7 +197,7 @@ class ChannelSocket:
         self._pull_call = None
         if self._producer is None or self._streaming or not self.connected:
             return
-        if self._sock.writing_paused:
+        if self._writer_paused:
             return  # _resume_writer schedules the next pull
         self._producer.resumeProducing()
         self._schedule_pull()

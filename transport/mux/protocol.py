@@ -20,6 +20,7 @@ events into :class:`~transport.mux.channel.ChannelSocket` life cycles:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,9 @@ DEFAULT_MAX_BUFFERED = 1024 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: the TCP transport's write buffer size before it pauses the channels' writers
 SEND_BUFFER = 512 * 1024
+#: channel producers resumed per reactor turn when the send buffer drained (1 is fair and fastest:
+#: with more, the writers' own scheduling order decides who writes, and some may starve)
+RESUME_BATCH = 1
 #: gathered output handed to TLS at once (a multiple of TLS's 16 KiB records)
 FLUSH_SIZE = 256 * 1024
 
@@ -84,6 +88,9 @@ class MultiplexedSocket(Protocol):
         self.max_buffered = max_buffered
         self.channels: dict[int, ChannelSocket] = {}
         self.channels_opened = 0
+        #: channels whose producers this connection paused, oldest first
+        self._paused_writers: deque[ChannelSocket] = deque()
+        self._resume_call: Any = None
         self.created = time.time()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -150,7 +157,8 @@ class MultiplexedSocket(Protocol):
         self.lost_cleanly = self._close_reason is None and isinstance(reason, Failure) \
             and reason.check(error.ConnectionDone) is not None
         self._out.clear()
-        for call in (self._beacon_call, self._idle_call, self._flush_call, self._handshake_call):
+        self._paused_writers.clear()
+        for call in (self._beacon_call, self._idle_call, self._flush_call, self._handshake_call, self._resume_call):
             if call is not None and call.active():
                 call.cancel()
         self._beacon_call = None
@@ -390,17 +398,50 @@ class MultiplexedSocket(Protocol):
     # --- flow control --------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        """The TLS send buffer is full: pause every channel's producer."""
+        """The TLS send buffer is full: pause every channel's producer.
+
+        Producers that were resumed but wrote nothing before the buffer filled
+        again keep their place at the head of the queue; those that wrote go to
+        its end - so the turns go round even when every producer writes a whole
+        buffer's worth at once.
+        """
         self.writing_paused = True
+        waited: list[ChannelSocket] = []
         for channel in list(self.channels.values()):
-            channel._pause_writer()
+            if channel._pause_writer():
+                if channel._wrote_since_resume:
+                    self._paused_writers.append(channel)
+                else:
+                    waited.append(channel)
+        self._paused_writers.extendleft(reversed(waited))
 
     def resumeProducing(self) -> None:
+        """The send buffer drained: resume the paused producers, RESUME_BATCH per reactor turn.
+
+        Producers are resumed from the head of the queue; the next one follows on
+        the next reactor turn unless the buffer filled again. With many busy
+        channels only the few needed are woken per cycle (instead of all of them
+        every time 512 KiB drained), and because a producer that did not get to
+        write keeps its place (see :meth:`pauseProducing`) the turns are fair
+        whatever order the producers' own writes are scheduled in.
+        """
         self.writing_paused = False
-        for channel in list(self.channels.values()):
-            if self.writing_paused:
-                break
-            channel._resume_writer()
+        self._resume_batch()
+
+    def _writer_registered_while_paused(self, channel: ChannelSocket) -> None:
+        if channel._pause_writer():
+            self._paused_writers.append(channel)
+
+    def _resume_batch(self) -> None:
+        self._resume_call = None
+        queue = self._paused_writers
+        n = 0
+        while queue and not self.writing_paused and n < RESUME_BATCH:
+            channel = queue.popleft()
+            if channel._resume_writer():
+                n += 1
+        if queue and not self.writing_paused and self.is_connected:
+            self._resume_call = self.reactor.callLater(0, self._resume_batch)
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows and ends every channel
