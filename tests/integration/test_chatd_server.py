@@ -471,3 +471,38 @@ async def test_tls_through_the_endpoint_string(make_chatd_stack: Any, tmp_path: 
     assert await a.join(ROOM) == JOIN_OK and await b.join(ROOM) == JOIN_OK
     a.send_rtmsg(ROOM, 2, 0, 4, b"over tls")
     assert (await b.next(RtMsgDelivery)).data == b"over tls"
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_wait_while_the_service_is_not_open(make_chatd_stack: Any) -> None:
+    stack = await make_chatd_stack()
+    await room_with(stack, [1])
+    stack.chatd.hold()
+    raw = await raw_client(stack)
+    raw.send_bytes(Auth(1, stack.token(1)).encode() + Hello(1).encode() + Join(ROOM).encode())
+    await wait_for(lambda: any(s._early for s in stack.chatd.sessions))
+    assert raw.pending(AuthResult) == 0
+    stack.chatd.open()
+    assert await raw.next(AuthResult) == AuthResult(0)
+    assert (await raw.next(ClientId)).client_id != 0
+    assert await raw.next(JoinResult) == JoinResult(ROOM, JOIN_OK)
+
+
+def test_a_port_in_use_stops_start_up(tmp_path: Any) -> None:
+    from twisted.internet.error import CannotListenError
+    from twisted.internet.protocol import Factory
+
+    from transport.chatd.directory import Directory
+    from transport.chatd.server import ChatdServer
+    from transport.chatd.service import ListenerService
+
+    taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    try:
+        directory = Directory(None, reactor, refresh_interval=0)  # type: ignore[arg-type]  # never started
+        server = ChatdServer(directory, validator=None)
+        service = ListenerService("chatd", server, directory, f"tcp:{taken.getHost().port}:interface=127.0.0.1",
+                                  reactor)
+        with pytest.raises(CannotListenError):
+            service.startService()
+    finally:
+        taken.stopListening()

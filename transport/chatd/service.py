@@ -1,8 +1,9 @@
 """chatd in the main instance: ``[chatd] enabled = true``.
 
 :func:`make_service` builds a :class:`ListenerService` that, when started,
-loads the shared directory (applying the schema), then listens on ``[chatd]
-listen``; the WebSocket endpoint ``/chatd`` is attached to the web root at once.
+listens on ``[chatd] listen`` (a port that cannot be had stops start-up) and
+loads the shared directory (applying the schema); clients' commands wait until
+it is loaded. The WebSocket endpoint ``/chatd`` is attached to the web root at once.
 The server is published as ``context.registry["chatd"]`` and the directory as
 ``context.registry["directory"]`` (statusd uses the same one).
 """
@@ -18,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from transport.auth.tokens import HMACTokenValidator, load_secret
 from transport.chatd.directory import Directory, shared_directory
@@ -40,7 +42,8 @@ def session_settings(values: Mapping[str, Any]) -> SessionSettings:
 
 
 class ListenerService(service.Service):
-    """Starts the directory, then listens with a CommandServer on an endpoint string; stops both."""
+    """Listens with a CommandServer on an endpoint string and loads the directory; clients' commands wait
+    (bounded) until the directory is loaded. :attr:`ready` fires then."""
 
     def __init__(self, name: str, server: CommandServer, directory: Directory, endpoint: str, reactor: Any,
                  portfile: Path | None = None) -> None:
@@ -54,35 +57,47 @@ class ListenerService(service.Service):
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
+        """Listen at once (a port that cannot be had stops start-up), and hold clients' commands until the
+        directory is loaded."""
         super().startService()
-        d = self.directory.start()
-        d.addCallback(lambda _: self._listen())
-        d.addCallbacks(self._listening, self._failed)
+        self.server.hold()
+        if self.endpoint:
+            outcome: list[Any] = []
 
-    def _listen(self) -> Any:
-        if not self.endpoint:
-            return None
-        return serverFromString(self.reactor, self.endpoint).listen(self.server.stream_factory())
+            def got(result: Any) -> Any:
+                outcome.append(result)
+                return result
 
-    def _listening(self, port: IListeningPort | None) -> None:
-        self.port = port
-        if port is not None:
-            number = port.getHost().port  # type: ignore[attr-defined]
-            log.info("{name} listening on port {port}", name=self.name, port=number)
-            if self.portfile is not None:
-                self.portfile.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.portfile.with_suffix(self.portfile.suffix + ".tmp")
-                tmp.write_text(f"{number}\n")
-                tmp.replace(self.portfile)
+            d = serverFromString(self.reactor, self.endpoint).listen(self.server.stream_factory())
+            d.addBoth(got)
+            if outcome and isinstance(outcome[0], Failure):
+                d.addErrback(lambda _: None)  # raised below instead
+                outcome[0].raiseException()
+            d.addCallbacks(self._listening, self._failed)  # at once for TCP/TLS, later for slower endpoints
+        d2 = self.directory.start()
+        d2.addCallbacks(lambda _: self._opened(), self._failed)
+
+    def _opened(self) -> None:
+        self.server.open()
         if not self.ready.called:
             self.ready.callback(None)
 
-    def _failed(self, failure: Any) -> None:
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        number = port.getHost().port  # type: ignore[attr-defined]
+        log.info("{name} listening on port {port}", name=self.name, port=number)
+        if self.portfile is not None:
+            self.portfile.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.portfile.with_suffix(self.portfile.suffix + ".tmp")
+            tmp.write_text(f"{number}\n")
+            tmp.replace(self.portfile)
+        return port
+
+    def _failed(self, failure: Failure) -> None:
         log.failure("{name} could not start", failure, name=self.name)
         if not self.ready.called:
             self.ready.errback(failure)
-        else:
-            failure.trap()
+            self.ready.addErrback(lambda _: None)
 
     @property
     def port_number(self) -> int:

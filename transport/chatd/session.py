@@ -83,6 +83,18 @@ class CommandServer:
         self.validator = validator
         self.clock = clock
         self.sessions: set[CommandSession] = set()
+        #: False until :meth:`open`: bytes from clients wait (bounded) until the directory is loaded.
+        self.accepting = True
+
+    def hold(self) -> None:
+        """Keep clients' commands waiting until :meth:`open` (used while the directory loads)."""
+        self.accepting = False
+
+    def open(self) -> None:
+        """Process what clients sent meanwhile, and everything from now on."""
+        self.accepting = True
+        for session in list(self.sessions):
+            session.resume()
 
     def make_session(self, link: Link) -> CommandSession:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -119,6 +131,8 @@ class CommandSession:
         self._keepalive: IDelayedCall | None = None
         self._idle: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
+        self._early: list[bytes] = []
+        self._early_size = 0
 
     # transport side ---------------------------------------------------------------
 
@@ -135,7 +149,22 @@ class CommandSession:
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.server.settings.idle_timeout)
+        if not self.server.accepting or self._early:
+            self._early.append(data)
+            self._early_size += len(data)
+            if self._early_size > 4 * self.server.settings.max_message_size:
+                self._early = []
+                self.error(ErrorCode.OVERLOAD, "too much data before the service was ready", fatal=True)
+            return
         self._process(self.connection.receive_data(data))
+
+    def resume(self) -> None:
+        """The server opened: process what arrived before."""
+        early, self._early, self._early_size = self._early, [], 0
+        for data in early:
+            if self.closed:
+                return
+            self._process(self.connection.receive_data(data))
 
     def connection_lost(self) -> None:
         if self.closed and self not in self.server.sessions:
