@@ -259,3 +259,13 @@ def test_stop_cancels_the_gateway_timers(rig):
     calls = len(rig.spawned)
     rig.clock.advance(120)
     assert len(rig.spawned) == calls and "alice" not in rig.pool.waiting
+
+
+@pytest_twisted.inlineCallbacks
+def test_password_the_store_cannot_keep_is_a_refused_registration(rig):
+    """Frontends answer RegistrationRefused in their protocol; a store error would be an internal error."""
+    from transport.core.gateway import RegistrationRefused
+
+    yield rig.start()
+    with pytest.raises(RegistrationRefused, match="encryption_key"):
+        yield rig.gateway.register("m@x", "mallory", "enc1:looks-encrypted")

@@ -47,6 +47,7 @@ from transport.core import events as ev
 from transport.core import presence as pr
 from transport.core.features import BackendFeatures, parse_backend_config
 from transport.core.interfaces import IFrontend
+from transport.storage.crypto import EncryptionError
 
 log = Logger()
 W = pb.WrapperMessage
@@ -312,7 +313,10 @@ class Gateway:
         return ""
 
     async def _register(self, user: str, legacy_name: str, password: str, extra: str) -> Any:
-        record = await self.store.register_user(user, legacy_name, password, extra)
+        try:
+            record = await self.store.register_user(user, legacy_name, password, extra)
+        except EncryptionError as e:  # a password the store cannot keep (see GatewayStore._seal)
+            raise RegistrationRefused(str(e)) from None
         known = self.users.get(user)
         if known is not None:
             known.record = record
