@@ -42,6 +42,9 @@ DEFAULT_MAX_BUFFERED = 1024 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: the TCP transport's write buffer size before it pauses the channels' writers
 SEND_BUFFER = 512 * 1024
+#: disable Nagle's algorithm: frames are gathered here already, and a small control
+#: message (a channel request, a beacon) must not wait for the peer's delayed ACK
+NO_DELAY = True
 #: channel producers resumed per reactor turn when the send buffer drained (1 is fair and fastest:
 #: with more, the writers' own scheduling order decides who writes, and some may starve)
 RESUME_BATCH = 1
@@ -128,6 +131,11 @@ class MultiplexedSocket(Protocol):
         tcp = getattr(self.transport, "transport", None)
         if tcp is not None and getattr(tcp, "bufferSize", SEND_BUFFER) < SEND_BUFFER:
             tcp.bufferSize = SEND_BUFFER
+        if NO_DELAY and tcp is not None and hasattr(tcp, "setTcpNoDelay"):
+            try:
+                tcp.setTcpNoDelay(True)
+            except OSError:  # not a TCP socket (e.g. a UNIX endpoint)
+                pass
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._write(self.mux.initiate())
         self._schedule_idle_check()
