@@ -8,16 +8,18 @@
     python tests/fuzz/run.py TARGET --replay FILE...            # run inputs once (a crash reproducer)
 
 Fuzzing reads ``tests/fuzz/corpus/TARGET`` and writes new inputs to
-``tests/fuzz/work/TARGET`` (not committed); ``--merge`` then copies into the
-corpus only the inputs that add coverage. Crashes land in ``tests/fuzz/crashes/``.
+``tests/fuzz/work/TARGET`` (not committed); ``--merge`` then replaces the corpus
+with the smallest set of inputs that covers what corpus and work cover together. Crashes land in ``tests/fuzz/crashes/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +63,10 @@ def fuzz(name: str, libfuzzer_args: list[str]) -> None:
     target = found[name]
     for d in (corpus_dir(name), WORK / name, CRASHES):
         d.mkdir(parents=True, exist_ok=True)
-    argv = [sys.argv[0], f"-artifact_prefix={CRASHES}/{name}-", *libfuzzer_args]
+    # libFuzzer runs argv[0] through the shell for its sub-processes (-merge=1, -fork): make it a command
+    # line that names the target again.
+    argv0 = f"{sys.executable} {Path(__file__).resolve()} {name} --"
+    argv = [argv0, f"-artifact_prefix={CRASHES}/{name}-", *libfuzzer_args]
     if not any(not a.startswith("-") for a in libfuzzer_args):
         argv += [str(WORK / name), str(corpus_dir(name))]
     atheris.Setup(argv, target.harness)
@@ -69,10 +74,23 @@ def fuzz(name: str, libfuzzer_args: list[str]) -> None:
 
 
 def merge(name: str) -> None:
-    """Re-run in merge mode: corpus/TARGET keeps its inputs and gains the new coverage of work/TARGET."""
-    (WORK / name).mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, __file__, name, "--", "-merge=1", str(corpus_dir(name)), str(WORK / name)],
-                   check=True)
+    """Minimize corpus/TARGET + work/TARGET into the smallest set with the same coverage (libFuzzer -merge=1).
+
+    Files named ``regression-*`` (fixed findings) are always kept.
+    """
+    corpus, work = corpus_dir(name), WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"fuzz-merge-{name}-") as tmp:
+        subprocess.run([sys.executable, __file__, name, "--", "-merge=1", tmp, str(corpus), str(work)], check=True)
+        kept = {p.name for p in Path(tmp).iterdir()}
+        if not kept:
+            sys.exit(f"{name}: the merge kept nothing; the corpus is left as it was")
+        for old in corpus.iterdir():
+            if not old.name.startswith("regression-"):
+                old.unlink()
+        for new in Path(tmp).iterdir():
+            shutil.copy(new, corpus / new.name)
+    print(f"{name}: {len(kept)} input(s) in {corpus} (+ regression-* files)")
 
 
 def replay(name: str, files: list[str]) -> None:
