@@ -506,3 +506,30 @@ def test_a_port_in_use_stops_start_up(tmp_path: Any) -> None:
             service.startService()
     finally:
         taken.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_slows_a_client_down_without_losing_anything(make_chatd_stack: Any) -> None:
+    clock = Clock()  # the token bucket refills only when the test advances this clock
+    stack = await make_chatd_stack(clock=clock, rate_limit=10.0, rate_burst=5)
+    await room_with(stack, [1, 2])
+    b = await stack.chatd_client(2)
+    assert await b.join(ROOM) == JOIN_OK
+    a = await stack.chatd_client(1)
+    assert await a.join(ROOM) == JOIN_OK  # AUTH, HELLO, JOIN: 3 of a's 5 tokens
+    for n in range(20):
+        a.send_rtmsg(ROOM, 2, 0, 0, bytes([n]))
+    session = next(s for s in stack.chatd.sessions if s.userid == 1)
+    await wait_for(lambda: b.pending(RtMsgDelivery) == 2 and session._throttle is not None)
+    advances = 0
+    while b.pending(RtMsgDelivery) < 20:
+        waiting = len(session._queue) + 0
+        clock.advance(1.0)
+        advances += 1
+        assert waiting - len(session._queue) <= 5  # never more than the burst per refill
+        await wait_for(lambda: b.pending(RtMsgDelivery) >= 20 - len(session._queue) and (
+            session._throttle is not None or b.pending(RtMsgDelivery) == 20))
+    assert advances >= 4
+    got = b.drain(RtMsgDelivery)
+    assert [m.data for m in got] == [bytes([n]) for n in range(20)]
+    assert a.pending(Error) == 0 and not a.is_closed

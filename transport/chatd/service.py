@@ -38,7 +38,8 @@ def token_secret(config: Any, section: str) -> bytes:
 
 def session_settings(values: Mapping[str, Any]) -> SessionSettings:
     return SessionSettings(keepalive_interval=values["keepalive_interval"], idle_timeout=values["idle_timeout"],
-                           max_message_size=values["max_message_size"], max_send_buffer=values["max_send_buffer"])
+                           max_message_size=values["max_message_size"], max_send_buffer=values["max_send_buffer"],
+                           rate_limit=values["rate_limit"], rate_burst=values["rate_burst"])
 
 
 class ListenerService(service.Service):

@@ -19,6 +19,7 @@ for ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,8 +50,8 @@ log = Logger()
 #: Seconds a closing connection gets to flush what was sent to it before it is aborted.
 CLOSE_GRACE = 10.0
 
-#: Commands a client may pipeline after AUTH while its token is being checked.
-MAX_HELD = 1000
+#: Commands that may wait for a client (token check, rate limit) before it is disconnected for sending too much.
+MAX_HELD = 10000
 
 
 class Link(Protocol):
@@ -61,6 +62,8 @@ class Link(Protocol):
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class SessionSettings:
     idle_timeout: float = 90.0
     max_message_size: int = 64 * 1024
     max_send_buffer: int = 4 * 1024 * 1024
+    #: Commands per second a client may send (token bucket of ``rate_burst``); 0 = no limit. Over the rate the
+    #: server stops reading from the client until it may go on: backpressure, not an error.
+    rate_limit: float = 0.0
+    rate_burst: int = 100
 
 
 class CommandServer:
@@ -127,7 +134,12 @@ class CommandSession:
         self.connection = connection
         self.userid: int | None = None
         self.closed = False
-        self._held: list[Command | Violation] | None = None
+        #: Decoded events not handled yet: waiting for the token check or for the rate limit.
+        self._queue: deque[Command | Violation] = deque()
+        self._auth_pending = False
+        self._throttle: IDelayedCall | None = None
+        self._tokens = float(server.settings.rate_burst)
+        self._refilled = server.clock.seconds()
         self._keepalive: IDelayedCall | None = None
         self._idle: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
@@ -172,10 +184,10 @@ class CommandSession:
         self.closed = True
         self.connection.close()
         self.server.sessions.discard(self)
-        for call in (self._keepalive, self._idle, self._abort):
+        for call in (self._keepalive, self._idle, self._abort, self._throttle):
             if call is not None and call.active():
                 call.cancel()
-        self._held = None
+        self._queue.clear()
         self.lost()
 
     # sending ------------------------------------------------------------------------
@@ -207,25 +219,30 @@ class CommandSession:
     # events ----------------------------------------------------------------------------
 
     def _process(self, events: list[Command | Violation]) -> None:
-        for index, event in enumerate(events):
-            if self.closed:
+        self._queue.extend(events)
+        if len(self._queue) > MAX_HELD and (self._auth_pending or self._throttle is not None):
+            self._queue.clear()
+            self.error(ErrorCode.OVERLOAD, "too many commands waiting", fatal=True)
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue and not self.closed and not self._auth_pending and self._throttle is None:
+            event = queue[0]
+            if not isinstance(event, Violation) and not self._take_token():
                 return
-            if self._held is not None:
-                self._held.extend(events[index:])
-                if len(self._held) > MAX_HELD:
-                    self._held = None
-                    self.error(ErrorCode.OVERLOAD, "too many commands before AUTH was answered", fatal=True)
-                return
+            queue.popleft()
             if isinstance(event, Violation):
                 self.error(event.code, event.text, event.fatal)
             elif isinstance(event, Auth):
-                self._held = []
-                d = validate(self.server.validator, event.userid, event.token) if event.userid else None
-                if d is None:
+                if not event.userid:
                     self._auth_done(False, event.userid)
-                else:
-                    d.addCallback(self._auth_done, event.userid)
-                    d.addErrback(self._unexpected)
+                    continue
+                self._auth_pending = True
+                d = validate(self.server.validator, event.userid, event.token)
+                d.addCallback(self._auth_done, event.userid)
+                d.addErrback(self._unexpected)
             elif isinstance(event, KeepAlive):
                 pass
             else:
@@ -235,11 +252,33 @@ class CommandSession:
                     log.failure("{service}: error handling {event}", service=self.server.name, event=event)
                     self.error(ErrorCode.PROTOCOL, "internal error", fatal=True)
 
+    def _take_token(self) -> bool:
+        """Rate limit: True when the client may have one more command now; else pause reading until it may."""
+        rate = self.server.settings.rate_limit
+        if rate <= 0:
+            return True
+        now = self.server.clock.seconds()
+        self._tokens = min(float(self.server.settings.rate_burst), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.link.pause_reading()
+        self._throttle = self.server.clock.callLater((1 - self._tokens) / rate, self._unthrottle)
+        return False
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        if not self.closed:
+            self.link.resume_reading()
+            self._drain()
+
     def _auth_done(self, ok: bool, userid: int) -> None:
+        self._auth_pending = False
         if self.closed:
             return
-        held, self._held = self._held or [], None
         if not ok:
+            self._queue.clear()
             self.send(AuthResult(AUTH_REFUSED))
             log.info("{service}: {peer} refused: bad token for user {userid}", service=self.server.name,
                      peer=self.link.peer, userid=userid)
@@ -248,7 +287,7 @@ class CommandSession:
         self.userid = userid
         self.send(AuthResult(AUTH_OK))
         self.authenticated()
-        self._process(held)
+        self._drain()
 
     def _unexpected(self, failure: Failure) -> None:
         log.failure("{service}: session failed", failure, service=self.server.name)
@@ -325,6 +364,12 @@ class StreamProtocol(protocol.Protocol):
     def abort(self) -> None:
         self.transport.abortConnection()  # type: ignore[union-attr]
 
+    def pause_reading(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:
         self._paused = True
@@ -384,3 +429,11 @@ class WebSocketLink(WebSocketServerProtocol):  # type: ignore[misc]
 
     def abort(self) -> None:
         self.dropConnection(abort=True)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]

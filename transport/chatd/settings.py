@@ -25,6 +25,10 @@ SECTION = declare(Section("chatd", "chatd: real-time room messaging and in-call 
         minimum=64, maximum=(1 << 24) - 1),
     Key("max_send_buffer", "size", 4 * 1024 * 1024,
         "Bytes queued for a client that does not read (TCP) before it is disconnected.", minimum=1024),
+    Key("rate_limit", "float", 0.0,
+        "Commands per second one client may send (sustained); above it the server stops reading from that "
+        "client for a while (backpressure). 0 = no limit.", minimum=0),
+    Key("rate_burst", "int", 100, "Commands a client may send at once before rate_limit applies.", minimum=1),
     Key("refresh_interval", "float", 5.0,
         "Seconds between checks for room, membership and contact changes made outside this process "
         "(the admin CLI); 0 = never.", minimum=0),

@@ -19,6 +19,10 @@ SECTION = declare(Section("statusd", "statusd: presence (docs/chatd-statusd.md).
         "and skipped.", minimum=64, maximum=65535),
     Key("max_send_buffer", "size", 4 * 1024 * 1024,
         "Bytes queued for a client that does not read (TCP) before it is disconnected.", minimum=1024),
+    Key("rate_limit", "float", 0.0,
+        "Commands per second one client may send (sustained); above it the server stops reading from that "
+        "client for a while (backpressure). 0 = no limit.", minimum=0),
+    Key("rate_burst", "int", 100, "Commands a client may send at once before rate_limit applies.", minimum=1),
     Key("refresh_interval", "float", 5.0,
         "Seconds between checks for contact and room changes made outside this process; 0 = never. "
         "When chatd runs too, the directory they share uses chatd's value.", minimum=0),
