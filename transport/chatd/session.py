@@ -19,7 +19,6 @@ for ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -135,7 +134,7 @@ class CommandSession:
         self.userid: int | None = None
         self.closed = False
         #: Decoded events not handled yet: waiting for the token check or for the rate limit.
-        self._queue: deque[Command | Violation] = deque()
+        self._queue: list[Command | Violation] = []
         self._auth_pending = False
         self._throttle: IDelayedCall | None = None
         self._tokens = float(server.settings.rate_burst)
@@ -187,7 +186,7 @@ class CommandSession:
         for call in (self._keepalive, self._idle, self._abort, self._throttle):
             if call is not None and call.active():
                 call.cancel()
-        self._queue.clear()
+        self._queue = []
         self.lost()
 
     # sending ------------------------------------------------------------------------
@@ -219,20 +218,29 @@ class CommandSession:
     # events ----------------------------------------------------------------------------
 
     def _process(self, events: list[Command | Violation]) -> None:
-        self._queue.extend(events)
-        if len(self._queue) > MAX_HELD and (self._auth_pending or self._throttle is not None):
-            self._queue.clear()
-            self.error(ErrorCode.OVERLOAD, "too many commands waiting", fatal=True)
-            return
-        self._drain()
+        if self._queue:
+            self._queue.extend(events)
+            if len(self._queue) > MAX_HELD:
+                self._queue = []
+                self.error(ErrorCode.OVERLOAD, "too many commands waiting", fatal=True)
+                return
+            self._drain()
+        else:
+            self._run(events)
 
     def _drain(self) -> None:
-        queue = self._queue
-        while queue and not self.closed and not self._auth_pending and self._throttle is None:
-            event = queue[0]
-            if not isinstance(event, Violation) and not self._take_token():
+        queue, self._queue = self._queue, []
+        self._run(queue)
+
+    def _run(self, events: list[Command | Violation]) -> None:
+        """Handle *events* in order until one has to wait (token check, rate limit); queue the rest."""
+        for index, event in enumerate(events):
+            if self.closed:
                 return
-            queue.popleft()
+            if self._auth_pending or self._throttle is not None or (
+                    not isinstance(event, Violation) and not self._take_token()):
+                self._queue[:0] = events[index:]
+                return
             if isinstance(event, Violation):
                 self.error(event.code, event.text, event.fatal)
             elif isinstance(event, Auth):
@@ -278,7 +286,7 @@ class CommandSession:
         if self.closed:
             return
         if not ok:
-            self._queue.clear()
+            self._queue = []
             self.send(AuthResult(AUTH_REFUSED))
             log.info("{service}: {peer} refused: bad token for user {userid}", service=self.server.name,
                      peer=self.link.peer, userid=userid)
