@@ -161,6 +161,8 @@ class GatewayUser:
         self.queue: deque[_Outgoing] = deque()
         self.unconfirmed: deque[_Outgoing] = deque()
         self.rooms: dict[str, JoinedRoom] = {}
+        #: the store writes of room joins and leaves, chained so that they are applied in order
+        self.room_writes: defer.Deferred[Any] = defer.succeed(None)
         self.buddies: dict[str, ev.Buddy] = {}
         self.sent_status: tuple[int, str] | None = None
 
@@ -466,11 +468,15 @@ class Gateway:
         record = user.record
         settings: dict[str, str] = {}
         buddies: list[Any] = []
+        rooms: list[Any] = []
         if record is not None:
             settings = await self.store.get_settings(record.id)
             buddies = list(await self.store.get_buddies(record.id))
+            rooms = list(await self.store.get_rooms(record.id))
         if user.state != LOGGING_IN or self.users.get(user.jid) is not user or self._stopping:
             return  # logged out (or the gateway stopped) while we read the store
+        for r in rooms:  # joined before a restart of the main instance: joined again after CONNECTED
+            user.rooms.setdefault(r.room, JoinedRoom(r.room, r.nickname, r.password))
         for b in buddies:
             user.buddies.setdefault(b.name, ev.Buddy(b.name, b.alias, tuple(b.groups), pr.OFFLINE,
                                                      blocked=bool(b.flags & 1) or None))
@@ -642,13 +648,22 @@ class Gateway:
         self._send_now(user, type_, pb.Buddy(userName=user, buddyName=buddy))
 
     def join_room(self, user: str, room: str, nickname: str, password: str = "") -> None:
-        """Join *room* as *nickname*; remembered and rejoined after a re-login."""
+        """Join *room* as *nickname*; remembered (in the store too) and rejoined after a re-login or a restart."""
         known = self.users.get(user)
         if known is None:
             raise NotConnected(user)
         known.rooms[room] = JoinedRoom(room, nickname, password)
+        if known.record is not None:
+            self._store_room(known, "add_room", known.record.id, room, nickname, password)
         self._send_now(user, W.TYPE_JOIN_ROOM, pb.Room(userName=user, nickname=nickname, room=room,
                                                        password=password))
+
+    def _store_room(self, user: GatewayUser, method: str, *args: Any) -> None:
+        """Write a room membership change, after the user's earlier ones (the pool may run queries in parallel)."""
+        def write(_: Any) -> Any:
+            return getattr(self.store, method)(*args)
+        user.room_writes.addCallback(write)
+        user.room_writes.addErrback(lambda f: log.failure("storing the rooms of {user}", f, user=user.jid))
 
     def leave_room(self, user: str, room: str) -> None:
         """Leave *room* (and stop rejoining it)."""
@@ -657,6 +672,8 @@ class Gateway:
             return
         joined = known.rooms.pop(room, None)
         nickname = joined.nickname if joined else ""
+        if known.record is not None:
+            self._store_room(known, "remove_room", known.record.id, room)
         self._send_now(user, W.TYPE_LEAVE_ROOM, pb.Room(userName=user, nickname=nickname, room=room))
 
     def set_subject(self, user: str, room: str, subject: str) -> None:
