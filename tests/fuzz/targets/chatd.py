@@ -112,6 +112,7 @@ class FakeLink:
     def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
         self.closed = False
+        self.paused = False
         self.session: CommandSession | None = None
 
     def write(self, data: bytes) -> None:
@@ -127,6 +128,12 @@ class FakeLink:
                 self.session.connection_lost()
 
     abort = close
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
 
 
 def _snapshot(payload: bytes, generation: int) -> Snapshot:
@@ -202,7 +209,9 @@ def _directory(clock: Clock) -> Directory:
 
 
 def _settings() -> SessionSettings:
-    return SessionSettings(keepalive_interval=30, idle_timeout=90, max_message_size=MAX_SIZE)
+    # a rate limit low enough for a script to hit: the backpressure path (held commands) is exercised too
+    return SessionSettings(keepalive_interval=30, idle_timeout=90, max_message_size=MAX_SIZE, rate_limit=20.0,
+                           rate_burst=8)
 
 
 def _chatd_login(userid: int, token: bytes) -> bytes:
