@@ -45,7 +45,9 @@ def write_seeds(name: str) -> int:
     n = 0
     for seed in target.seeds():
         target.harness(seed)  # a seed must not crash
-        (out / ("seed-" + hashlib.sha1(seed).hexdigest()[:16])).write_bytes(seed)
+        digest = hashlib.sha1(seed).hexdigest()
+        if not (out / digest).exists():  # libFuzzer names its inputs by their SHA-1
+            (out / ("seed-" + digest[:16])).write_bytes(seed)
         n += 1
     return n
 

@@ -230,6 +230,9 @@ def _chatd_seeds() -> Iterator[bytes]:
     yield build([(0, chatd.Auth(2, b"ok").encode()), (0, chatd.Hello(1).encode() + chatd.Hello(1).encode())])
     yield build([(OP_LOGIN, b"\x00"), (0, chatd.RtMsg(1, 0, 0, 1, b"x" * (MAX_SIZE + 5)).encode()), (0, b"\x07")])
     yield build([(OP_LOGIN, b"\x00"), (OP_CLOCK, b"\xff")])
+    flood = chatd.RtMsg(1, 0, 0, 1, b"f").encode() * 40  # over the rate limit: held, then served as time passes
+    yield build([(OP_LOGIN, b"\x00"), (OP_LOGIN, b"\x01"), (0, chatd.Join(1).encode()), (1, chatd.Join(1).encode()),
+                 (0, flood), (OP_CLOCK, b"\x01"), (0, flood), (OP_LOST, b"\x00"), (OP_CLOCK, b"\x05")])
 
 
 @target("chatd_session", _chatd_seeds)
@@ -256,6 +259,9 @@ def _statusd_seeds() -> Iterator[bytes]:
                  (OP_LOST, b"\x00"), (OP_CLOCK, b"\x60")])
     yield build([(0, statusd.SetPres(1).encode()), (1, statusd.Auth(3, b"no").encode())])
     yield build([(OP_LOGIN, b"\x02"), (2, statusd.Hello(1, 0x85).encode())])
+    flood = b"".join(statusd.SetPres.of(1 + i % 4).encode() for i in range(40))
+    yield build([(OP_LOGIN, b"\x00"), (OP_LOGIN, b"\x01"), (0, flood), (OP_CLOCK, b"\x01"), (1, flood),
+                 (OP_LOST, b"\x01"), (OP_CLOCK, b"\x05")])
 
 
 @target("statusd_session", _statusd_seeds)
