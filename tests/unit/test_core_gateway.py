@@ -269,3 +269,36 @@ def test_password_the_store_cannot_keep_is_a_refused_registration(rig):
     yield rig.start()
     with pytest.raises(RegistrationRefused, match="encryption_key"):
         yield rig.gateway.register("m@x", "mallory", "enc1:looks-encrypted")
+
+
+@pytest_twisted.inlineCallbacks
+def test_stored_buddies_follow_a_login_that_waited_for_a_spawn(tmp_path):
+    """BUDDIES is decided by the backend that gets the LOGIN, even when none was running at login time."""
+    rig = Rig(tmp_path)
+    try:
+        rig.database.start()
+        yield rig.store.start()
+        record = yield rig.store.register_user("alice", "alice", "pw")
+        from transport.storage.gateway import BuddyRecord
+        yield rig.store.upsert_buddy(record.id, BuddyRecord("bob", "Bob", ("Friends",)))
+        # no backend yet: the login waits for a spawn
+        yield rig.gateway.session_opened(rig.frontend, "alice", "a", pr.ONLINE)
+        yield wait_until(lambda: "alice" in rig.pool.waiting, timeout=10)
+        peer = PeerBackend(rig.pool, 50000)
+        peer.send(W.TYPE_BACKEND_CONFIG, pb.BackendConfig(config="[features]\nsend_buddies_on_login=1\n"))
+        peer.pong()
+        yield wait_until(lambda: rig.frames(peer, W.TYPE_BUDDIES), timeout=10)
+        types = [p.type for p in peer.received()]
+        assert types.index(W.TYPE_LOGIN) < types.index(W.TYPE_BUDDIES)
+        # a backend that did not ask gets no BUDDIES
+        rig2 = Rig(tmp_path / "second")
+        rig2.database.start()
+        yield rig2.store.start()
+        record = yield rig2.store.register_user("alice", "alice", "pw")
+        yield rig2.store.upsert_buddy(record.id, BuddyRecord("bob", "Bob", ()))
+        peer2 = rig2.connect_backend()
+        yield rig2.open(peer2, connect=False)
+        assert not rig2.frames(peer2, W.TYPE_BUDDIES)
+        yield rig2.stop()
+    finally:
+        yield rig.stop()

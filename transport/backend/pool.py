@@ -174,7 +174,7 @@ class BackendPool(service.Service):
         self.backends: dict[int, Backend] = {}
         self.users: dict[str, Backend] = {}
         #: users waiting for a backend with room, with their LOGIN, in arrival order
-        self.waiting: dict[str, Any] = {}
+        self.waiting: dict[str, tuple[Any, Any]] = {}  # user -> (LOGIN, BUDDIES or None)
         self.spawning: Backend | None = None
         self.crashes: list[CrashRecord] = []
         #: backends gone without being asked since start (``crashes`` keeps the last 1000)
@@ -575,23 +575,36 @@ class BackendPool(service.Service):
                 best = b
         return best
 
-    def login(self, user: str, payload: Any) -> None:
+    def login(self, user: str, payload: Any, buddies: Any = None) -> None:
+        """Send LOGIN for *user* (spawning a backend first if none has room).
+
+        *buddies* (a ``pb.Buddies``) follows the LOGIN when the backend that gets
+        the user announced ``features.send_buddies_on_login`` - decided when the
+        LOGIN actually goes out, since a waiting user's backend is not known yet.
+        """
         current = self.users.get(user)
         if current is not None and current.state == READY:
-            current.send(W.TYPE_LOGIN, payload)
+            self._send_login(current, payload, buddies)
             return
         backend = self._pick()
         if backend is None:
             self.waiting.pop(user, None)
-            self.waiting[user] = payload
+            self.waiting[user] = (payload, buddies)
             self._spawn_backend()
             return
-        self._assign(user, backend, payload)
+        self._assign(user, backend, payload, buddies)
 
-    def _assign(self, user: str, backend: Backend, payload: Any) -> None:
+    def _assign(self, user: str, backend: Backend, payload: Any, buddies: Any = None) -> None:
         self.users[user] = backend
         backend.users.add(user)
+        self._send_login(backend, payload, buddies)
+
+    @staticmethod
+    def _send_login(backend: Backend, payload: Any, buddies: Any) -> None:
         backend.send(W.TYPE_LOGIN, payload)
+        if buddies is not None and len(buddies.buddy) and backend.features is not None \
+                and backend.features.send_buddies_on_login:
+            backend.send(W.TYPE_BUDDIES, buddies)
 
     def _assign_waiting(self) -> None:
         while self.waiting:
@@ -600,8 +613,8 @@ class BackendPool(service.Service):
                 self._spawn_backend()
                 return
             user = next(iter(self.waiting))
-            payload = self.waiting.pop(user)
-            self._assign(user, backend, payload)
+            payload, buddies = self.waiting.pop(user)
+            self._assign(user, backend, payload, buddies)
 
     def send(self, user: str, type_: int, payload: Any) -> bool:
         backend = self.users.get(user)

@@ -487,13 +487,13 @@ class Gateway:
         for k, v in settings.items():
             login.settings.value[k] = v
         user.timer = self.clock.callLater(self._setting("login_timeout"), self._login_timed_out, user)
-        self.router.login(user.jid, login)
-        if self.features.send_buddies_on_login and buddies:
+        packed = None
+        if buddies:  # sent after LOGIN only to a backend that asked (features.send_buddies_on_login)
             packed = pb.Buddies()
             for b in buddies:
                 item = packed.buddy.add(userName=user.jid, buddyName=b.name, alias=b.alias)
                 item.group.extend(b.groups)
-            self.router.send(user.jid, W.TYPE_BUDDIES, packed)
+        self.router.login(user.jid, login, packed)
 
     def _login_error(self, failure: Failure, user: GatewayUser) -> None:
         log.failure("login of {user} failed", failure, user=user.jid)

@@ -57,8 +57,12 @@ class IBackendRouter(Interface):
     def start_routing(sink: Any) -> None:
         """Deliver backend frames to *sink* from now on."""
 
-    def login(user: str, payload: Any) -> None:
-        """Assign *user* to a backend (spawning one if needed) and send LOGIN *payload* there."""
+    def login(user: str, payload: Any, buddies: Any = None) -> None:
+        """Assign *user* to a backend (spawning one if needed) and send LOGIN *payload* there.
+
+        *buddies* (``pb.Buddies``) follows the LOGIN when that backend announced
+        ``features.send_buddies_on_login``.
+        """
 
     def send(user: str, type_: int, payload: Any) -> bool:
         """Send a frame for *user* to its backend; False when the user has no ready backend."""
