@@ -268,3 +268,17 @@ def test_unbound_link_keeps_a_bounded_number_of_early_frames(tmp_path):
     peer.link.dataReceived(b"".join(encode(W.TYPE_STATS, stats) for _ in range(1000)))
     assert peer.link.backend is None and len(peer.link.early) <= 16
     assert peer.link.stats_pid == 4242
+
+
+def test_a_link_known_to_be_remote_is_never_taken_for_the_spawn_in_flight(tmp_path):
+    """A mux-carried backend whose STATS names no pid must not be bound to the local spawn."""
+    pool, clock, spawned = make_pool(tmp_path, start_backends=0)
+    pool.login("a", login("a"))
+    backend = spawned[0][0]
+    carried = PeerBackend(pool, 50003)
+    carried.link.remote = True
+    carried.pong(pid=0)  # no pid in STATS: without the flag this would match the spawn in flight
+    clock.advance(1)
+    remote = carried.link.backend
+    assert remote is not None and remote is not backend and remote.remote
+    assert pool.spawning is backend  # the local spawn still waits for its own process

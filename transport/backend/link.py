@@ -55,6 +55,9 @@ class BackendLink(protocol.Protocol):
         self.decoder = FrameDecoder(max_frame_size)
         #: "backend-N" once the pool knows which backend this is, else the peer address.
         self.name = "backend-?"
+        #: Set by whoever attaches a link that is known not to come from a process this
+        #: pool spawned (a mux channel from a backend host): never matched to a spawn.
+        self.remote = False
         #: Set by the pool: the Backend this link belongs to.
         self.backend: Any = None
         self.closed = False

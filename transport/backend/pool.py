@@ -435,7 +435,9 @@ class BackendPool(service.Service):
         backend = None
         spawn = self.spawning if self.spawning is not None and self.spawning.link is None else None
         pid = link.stats_pid
-        if pid is not None:
+        if link.remote:
+            pass  # known to be remote: never taken for the local spawn in flight
+        elif pid is not None:
             backend = next((b for b in self.backends.values()
                             if b.state == SPAWNING and b.process is not None and b.process.pid == pid
                             and b.link is None), None)

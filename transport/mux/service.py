@@ -69,6 +69,7 @@ class MuxService(service.Service):
             channel.loseConnection()
             return
         link = pool.factory.buildProtocol(channel.getPeer())
+        link.remote = True  # not one of the pool's own spawns, whatever its STATS say
         log.info("mux: remote backend {name} from device {peer}", name=channel.name, peer=channel.peer_device)
         channel.attach(link)
 
