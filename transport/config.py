@@ -381,6 +381,8 @@ class Config:
         self.path = path
         self.lines = lines
         self.free = free
+        #: ``section.key=value`` overrides given on the command line, after the file.
+        self.overrides: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -446,6 +448,7 @@ def load_text(text: str, path: str | None = None, overrides: Iterable[str] = ())
     (Spectrum 2 accepts such arguments too).
     """
     shown = path or "<string>"
+    overrides = tuple(overrides)
     raw = parse_ini(text, shown)
     for item in overrides:
         m = re.fullmatch(r"([^.=]+)\.([^=]+)=(.*)", item)
@@ -488,6 +491,7 @@ def load_text(text: str, path: str | None = None, overrides: Iterable[str] = ())
                                   shown, entries[-1].line or None) from None
             lines[(name, key_name)] = entries[0].line
     config = Config(values, path, lines, free)
+    config.overrides = overrides
     for check in list(_validators):
         check(config)
     return config

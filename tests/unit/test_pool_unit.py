@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import task
 
 from tests.unit.test_pool_harness import PeerBackend, login, make_pool
 from transport.backend import transport_pb2 as pb
@@ -282,3 +284,23 @@ def test_a_link_known_to_be_remote_is_never_taken_for_the_spawn_in_flight(tmp_pa
     remote = carried.link.backend
     assert remote is not None and remote is not backend and remote.remote
     assert pool.spawning is backend  # the local spawn still waits for its own process
+
+
+def test_command_line_overrides_reach_the_backends(tmp_path):
+    """``twistd ... service.ping_interval=90``: the backends' file carries the override (last value wins)."""
+    from transport import config as configuration
+    from transport.backend.pool import BackendPool
+    from transport.sdk import BackendConfigFile
+
+    ini = tmp_path / "transport.ini"
+    ini.write_text(f"[service]\nping_interval = 20\nstate_dir = {tmp_path / 'state'}\n[backend]\nx = 1\n")
+    config = configuration.load(str(ini), ["service.ping_interval=90", "backend.x=2"])
+    pool = BackendPool(config, reactor=None, clock=task.Clock(), spawn=lambda b, argv: None)
+    path = pool._backend_config_path()
+    assert path != str(ini)
+    seen = BackendConfigFile.read(path)
+    assert seen.ping_interval == 90.0 and seen.backend["x"] == "2"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    # without overrides the main instance's own file is passed as is
+    plain = BackendPool(configuration.load(str(ini)), reactor=None, clock=task.Clock(), spawn=lambda b, argv: None)
+    assert plain._backend_config_path() == str(ini.resolve())

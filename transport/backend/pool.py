@@ -226,13 +226,34 @@ class BackendPool(service.Service):
             self._spawn_backend()  # one spawn in flight; the others follow as each becomes ready
 
     def _backend_config_path(self) -> str:
+        """The file backends get as their last argument (Spectrum 2 backends expect one).
+
+        Normally the main instance's own file. With command-line overrides
+        (``twistd -n transport -c F service.ping_interval=90``) it is a copy with the
+        overrides appended - backends read the last value of a repeated key - so a
+        backend's watchdog and frame limit agree with the main instance's.
+        """
+        original = ""
         if self.config.path:
-            return str(Path(self.config.path).resolve())
-        # Spectrum 2 backends expect a configuration file as their last argument.
-        path = self.config.state_dir / "backend-defaults.ini"
+            if not self.config.overrides:
+                return str(Path(self.config.path).resolve())
+            original = Path(self.config.path).read_text(encoding="utf-8")
+        elif not self.config.overrides:
+            path = self.config.state_dir / "backend-defaults.ini"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                path.write_text("# every key has its default (the main instance was started without -c)\n")
+            return str(path)
+        lines = [original.rstrip("\n"), "", "# command-line overrides of the main instance"]
+        for item in self.config.overrides:
+            section, _, rest = item.partition(".")
+            key, _, value = rest.partition("=")
+            lines += [f"[{section}]", f"{key} = {value}"]
+        path = self.config.state_dir / "backend-effective.ini"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            path.write_text("# every key has its default (the main instance was started without -c)\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold secrets
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines).lstrip("\n") + "\n")
         return str(path)
 
     def stopService(self) -> defer.Deferred[None]:
