@@ -70,15 +70,14 @@ class IRCBackend(NetworkPlugin):
     def handle_message(self, message: pb.ConversationMessage) -> None:
         session = self.sessions.get(message.userName)
         if session is None:
-            return
-        accepted = session.say(message.buddyName, message.message, id=message.id,
-                               nickname=message.nickname, pm=message.pm)
-        if not accepted:
-            # Not silently: the user learns the message was not sent.
+            problem = "you are not connected to IRC (log in again)"
+        else:
+            problem = session.say(message.buddyName, message.message, id=message.id,
+                                  nickname=message.nickname, pm=message.pm)
+        if problem:
+            # Never silently: the user learns the message was not sent, and why.
             target = message.buddyName.partition("/")[0] if is_channel(message.buddyName) else message.buddyName
-            self.send_message(message.userName, target,
-                              "[not delivered: the IRC connection is being re-established and its queue is full]",
-                              headline=True)
+            self.send_message(message.userName, target, f"[not delivered: {problem}]", headline=True)
 
     def handle_join_room(self, room: pb.Room) -> None:
         session = self.sessions.get(room.userName)

@@ -624,14 +624,14 @@ class IRCSession:
             self.buddies[key] = nick
             self.backend.send_buddy_changed(self.user, nick, status=pb.STATUS_ONLINE)
 
-    def say(self, target: str, text: str, id: str = "", nickname: str = "", pm: bool = False) -> bool:
-        """Send what the user said; False when it had to be dropped (queue full)."""
+    def say(self, target: str, text: str, id: str = "", nickname: str = "", pm: bool = False) -> str:
+        """Send what the user said; "" when sent (or queued), else why it was not."""
         if is_channel(target):
             room_name, _, pm_nick = target.partition("/")
             if pm or pm_nick:
                 destination = pm_nick or nickname
                 if not destination:
-                    return False
+                    return "a private message in a room needs the occupant's nickname"
             else:
                 destination = room_name
         else:
@@ -647,7 +647,7 @@ class IRCSession:
             if id:
                 self.backend.send_message_ack(self.user, target, id)
 
-        return self.do(send)
+        return "" if self.do(send) else "the IRC connection is being re-established and its queue is full"
 
     def do(self, action: Callable[[IRCConnection], None]) -> bool:
         """Run *action* now, or after the reconnection (bounded queue)."""

@@ -279,3 +279,19 @@ async def test_conformance_kit_passes(ircd: IRCServer, tmp_path: Path) -> None:
     text = out.decode() + err.decode()
     assert code == 0, text
     assert ", 0 failed" in text, text
+
+
+@pytest_twisted.ensureDeferred
+async def test_undeliverable_messages_are_answered_not_dropped(backend: Backend, ircd: IRCServer) -> None:
+    # no IRC session for this user: the backend says so instead of dropping the message
+    backend.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName="nobody@example.org", buddyName="bob",
+                                                                  message="lost?"))
+    got = await backend.expect(W.TYPE_CONV_MESSAGE, userName="nobody@example.org", buddyName="bob")
+    assert got.payload.headline and "not delivered" in got.payload.message
+    # a private message in a room with no occupant named: refused with the reason
+    assert isinstance(await backend.login("alice"), pb.Connected)
+    await backend.join("#pm", "alice")
+    backend.peer.send(W.TYPE_CONV_MESSAGE, pb.ConversationMessage(userName=USER, buddyName="#pm", message="who?",
+                                                                  pm=True))
+    got = await backend.expect(W.TYPE_CONV_MESSAGE, buddyName="#pm", headline=True)
+    assert "nickname" in got.payload.message
