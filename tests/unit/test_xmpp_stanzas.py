@@ -601,3 +601,21 @@ def test_a_new_avatar_hash_fetches_the_users_vcard_for_the_backend(rig: XmppRig)
                "<NICKNAME>Al</NICKNAME><PHOTO><TYPE>image/png</TYPE><BINVAL>iVBORw0K</BINVAL></PHOTO></vCard></iq>")
     own = rig.frames(W.TYPE_VCARD)
     assert own and own[-1].nickname == "Al" and own[-1].photo == b"\x89PNG\r\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_iq_answer_from_someone_else_than_the_asked_jid_is_ignored(rig: XmppRig) -> None:
+    # the transport's iq ids are predictable: a forged answer must not set alice's vCard on the legacy network
+    yield rig.start()
+    yield rig.logged_in()
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'><status>new pic</status>"
+               "<x xmlns='vcard-temp:x:update'><photo>0123abcd</photo></x></presence>")
+    yield rig.wait_sent(lambda s: s.name == "iq" and s["to"] == ALICE)
+    query = rig.find(lambda s: s.name == "iq" and s["to"] == ALICE)[0]
+    rig.inject(f"<iq type='result' id='{query['id']}' from='mallory@evil.example/x' to='{T}'>"
+               "<vCard xmlns='vcard-temp'><NICKNAME>pwned</NICKNAME></vCard></iq>")
+    assert rig.frames(W.TYPE_VCARD) == []
+    rig.inject(f"<iq type='result' id='{query['id']}' from='{ALICE}' to='{T}'><vCard xmlns='vcard-temp'>"
+               "<NICKNAME>Al</NICKNAME></vCard></iq>")
+    own = rig.frames(W.TYPE_VCARD)
+    assert own and own[-1].nickname == "Al"

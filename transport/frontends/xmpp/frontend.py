@@ -63,6 +63,14 @@ def as_deferred(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
     return defer.succeed(result)
 
 
+def _answers(sender: jidmod.JID, asked: jidmod.JID) -> bool:
+    """Whether an iq answer from *sender* may be the answer of *asked* (its account's server answers for a
+    bare JID)."""
+    if asked.resource is None:
+        return sender.userhost() == asked.userhost()
+    return sender.full() == asked.full()
+
+
 @dataclass
 class XmppRoom:
     """A legacy room some resources of the user joined."""
@@ -147,7 +155,8 @@ class XmppFrontend:
         self._events: dict[type, list[EventHandler]] = {}
         self.features: set[str] = {st.NS_DISCO_INFO, st.NS_DISCO_ITEMS}
         self.buddy_features: set[str] = {st.NS_DISCO_INFO}
-        self._pending_iqs: dict[str, defer.Deferred[domish.Element]] = {}
+        #: our iq requests waiting for an answer: id -> (the JID asked, the Deferred)
+        self._pending_iqs: dict[str, tuple[jidmod.JID, defer.Deferred[domish.Element]]] = {}
         self._iq_counter = 0
         self.handlers: dict[str, Any] = {}
         self._install_handlers()
@@ -241,7 +250,7 @@ class XmppFrontend:
         iq_id = f"tr{self._iq_counter}"
         iq["id"] = iq_id
         d: defer.Deferred[domish.Element] = defer.Deferred()
-        self._pending_iqs[iq_id] = d
+        self._pending_iqs[iq_id] = (jidmod.internJID(iq.getAttribute("to", "")), d)
         timer = self.clock.callLater(timeout, self._iq_timeout, iq_id)
 
         def done(result: Any) -> Any:
@@ -254,9 +263,9 @@ class XmppFrontend:
         return d
 
     def _iq_timeout(self, iq_id: str) -> None:
-        d = self._pending_iqs.pop(iq_id, None)
-        if d is not None:
-            d.errback(st.StanzaFailure("remote-server-timeout"))
+        pending = self._pending_iqs.pop(iq_id, None)
+        if pending is not None:
+            pending[1].errback(st.StanzaFailure("remote-server-timeout"))
 
     # ------------------------------------------------------------------ inbound stanzas
 
@@ -306,8 +315,11 @@ class XmppFrontend:
     def _iq_received(self, iq: domish.Element, sender: jidmod.JID, target: Target) -> None:
         type_ = iq.getAttribute("type")
         if type_ in ("result", "error"):
-            d = self._pending_iqs.pop(iq.getAttribute("id", ""), None)
-            if d is not None:
+            iq_id = iq.getAttribute("id", "")
+            pending = self._pending_iqs.get(iq_id)
+            # only the entity we asked may answer (our ids are predictable: anyone could send a forged answer)
+            if pending is not None and _answers(sender, pending[0]):
+                d = self._pending_iqs.pop(iq_id)[1]
                 if type_ == "result":
                     d.callback(iq)
                 else:
