@@ -150,7 +150,8 @@ def test_unexpected_answers_are_ignored() -> None:
     assert client.state(9) is None
 
 
-@pytest.mark.parametrize("body", [b"\xc1", b"\x92\x01\x02", b"\x93\x01\x02\x03"])
+@pytest.mark.parametrize("body", [b"\xc1", b"\x92\x01\x02", b"\x93\x01\x02\x03",
+                                  b"\x81\x92\x01\x02\x01"])  # the last: a map with an array as key
 def test_broken_control_messages_raise(body: bytes) -> None:
     _, server = pair()
     with pytest.raises(codec.MuxProtocolError):
@@ -161,6 +162,9 @@ def test_broken_protocol_message_raises() -> None:
     _, server = pair()
     with pytest.raises(codec.MuxProtocolError):
         server.receive_data(codec.encode_frame(codec.PROTOCOL_CHANNEL, b"\x01"))
+    _, server = pair()
+    with pytest.raises(codec.MuxProtocolError):  # an unhashable map key: not a TypeError out of dataReceived
+        server.receive_data(codec.encode_frame(codec.PROTOCOL_CHANNEL, b"\x81\x81\x01\x02\x03"))
 
 
 @settings(max_examples=60)

@@ -212,8 +212,8 @@ class MessageStream:
         try:
             self._unpacker.feed(data)
             return list(self._unpacker)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
-                msgpack.BufferFull) as e:
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+                msgpack.BufferFull) as e:  # TypeError: a map key msgpack cannot hash (an array, a map)
             raise MuxProtocolError(f"bad msgpack message: {e}") from None
 
 
