@@ -98,3 +98,16 @@ def test_unset_environment_keeps_the_socket_from_children(monkeypatch: pytest.Mo
     n = Notifier(unset_environment=True)
     assert "NOTIFY_SOCKET" not in os.environ and "WATCHDOG_USEC" not in os.environ
     assert n.ready() and sock.recv(100) == b"READY=1\n"
+
+
+def test_the_record_of_sent_messages_is_bounded(abstract_socket: tuple[str, socket.socket]) -> None:
+    # WATCHDOG=1 goes out every few seconds for the life of the process: the record must not grow with it
+    from transport.ops.notify import MAX_SENT
+
+    address, sock = abstract_socket
+    n = Notifier(environ={"NOTIFY_SOCKET": address})
+    for i in range(MAX_SENT + 50):
+        assert n.status(f"line {i}")
+        sock.recv(4096)
+    assert len(n.sent) == MAX_SENT and n.sent[-1] == {"STATUS": f"line {MAX_SENT + 49}"}
+    n.close()

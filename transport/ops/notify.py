@@ -29,6 +29,9 @@ from twisted.logger import Logger
 
 log = Logger()
 
+#: Messages kept in :attr:`Notifier.sent` (the watchdog and STATUS lines go on for the life of the process).
+MAX_SENT = 100
+
 
 def socket_address(value: str) -> str | bytes | None:
     """The address to send to for a ``NOTIFY_SOCKET`` value (``None``: not usable)."""
@@ -68,7 +71,7 @@ class Notifier:
                 os.environ.pop(name, None)
         self._sock: socket.socket | None = None
         self._failed = False
-        #: Every message sent (for tests and the status page): list of dicts.
+        #: The last MAX_SENT messages sent (for tests and the status page): list of dicts.
         self.sent: list[dict[str, str]] = []
 
     @property
@@ -92,6 +95,8 @@ class Notifier:
                          error=e)
             return False
         self.sent.append({k: str(v) for k, v in fields.items()})
+        if len(self.sent) > MAX_SENT:
+            del self.sent[:-MAX_SENT]
         return True
 
     def ready(self, status: str = "") -> bool:
