@@ -619,3 +619,41 @@ def test_an_iq_answer_from_someone_else_than_the_asked_jid_is_ignored(rig: XmppR
                "<NICKNAME>Al</NICKNAME></vCard></iq>")
     own = rig.frames(W.TYPE_VCARD)
     assert own and own[-1].nickname == "Al"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_registration_does_not_log_the_password(rig: XmppRig, monkeypatch: Any) -> None:
+    from twisted.logger import globalLogPublisher
+
+    yield rig.start()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(rig.gateway, "register", broken)
+    logged: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        from twisted.logger import formatEvent
+        logged.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        rig.inject(f"<iq type='set' id='r9' from='{ALICE}/pc' to='{T}'><query xmlns='jabber:iq:register'>"
+                   "<username>alice</username><password>s3cret-pw</password></query></iq>")
+        yield rig.wait_sent(lambda s: s.getAttribute("id") == "r9")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "r9")[0]) == "internal-server-error"
+    assert any("r9" in line for line in logged)
+    assert not any("s3cret-pw" in line for line in logged)
+
+
+def test_loggable_withholds_forms_with_private_fields() -> None:
+    from transport.frontends.xmpp.stanzas import loggable
+
+    form = parse(f"<iq type='set' id='c1' from='{ALICE}/pc' to='{T}'><command xmlns='http://jabber.org/protocol/"
+                 "commands'><x xmlns='jabber:x:data' type='submit'><field var='secret' type='text-private'><value>"
+                 "hunter2</value></field></x></command></iq>")
+    assert "hunter2" not in loggable(form) and "c1" in loggable(form)
+    assert "hello" in loggable(parse(f"<message from='{ALICE}/pc' to='bob@{T}'><body>hello</body></message>"))

@@ -30,6 +30,8 @@ from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import component, xmlstream
 from twisted.words.xish import domish
 
+from transport.frontends.xmpp.stanzas import loggable
+
 log = Logger()
 
 #: Stream errors before the handshake that a retry cannot fix.
@@ -180,7 +182,7 @@ class ComponentLink(service.Service):
         try:
             self.on_stanza(element)
         except Exception:
-            log.failure("handling a stanza from the XMPP server: {xml}", xml=element.toXml()[:500])
+            log.failure("handling a stanza from the XMPP server: {xml}", xml=loggable(element, 500))
 
     def _stream_error(self, reason: Failure, xs: xmlstream.XmlStream) -> None:
         condition = getattr(reason.value, "condition", "")

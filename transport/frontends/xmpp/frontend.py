@@ -352,7 +352,7 @@ class XmppFrontend:
         if isinstance(e, st.StanzaFailure):
             self.send_error(iq, e.condition, e.text, e.type)
             return
-        log.failure("answering {xml}", failure, xml=iq.toXml()[:300])
+        log.failure("answering {xml}", failure, xml=st.loggable(iq, 300))
         self.send_error(iq, "internal-server-error")
 
     # ------------------------------------------------------------------ events from the gateway

@@ -121,6 +121,24 @@ def error_reply(stanza: domish.Element, condition: str, text: str = "", type: st
     return reply
 
 
+def loggable(stanza: domish.Element, limit: int = 300) -> str:
+    """*stanza* as XML for a log line, unless it carries a password (XEP-0077 registration, a form's
+    ``password`` or ``text-private`` field): then only its name and addresses."""
+    for el in _descendants(stanza):
+        if el.name == "password" or (el.name == "field" and (el.getAttribute("type") == "text-private"
+                                                             or el.getAttribute("var") == "password")):
+            attrs = " ".join(f"{k}={stanza.getAttribute(k)!r}" for k in ("type", "id", "from", "to")
+                             if stanza.getAttribute(k))
+            return f"<{stanza.name} {attrs}> (content withheld: it carries a password)"
+    return stanza.toXml()[:limit]
+
+
+def _descendants(element: domish.Element) -> Any:
+    for c in element.elements():
+        yield c
+        yield from _descendants(c)
+
+
 def iq_result(stanza: domish.Element, payload: domish.Element | None = None) -> domish.Element:
     reply = domish.Element((None, "iq"))
     reply["type"] = "result"
