@@ -43,15 +43,10 @@ OP_ERROR = 255
 AUTOMATIC = 0x80
 
 
-@dataclass(frozen=True)
-class Hello(Command):
-    """HELLO: version and this client's initial presence byte (MSB = automatic)."""
+class _PresenceByte:
+    """The client's presence byte (HELLO, SETPRES): the value, and the MSB that says an idle timer set it."""
 
-    OPCODE = OP_HELLO
-    FIELDS = (2, 1, 1)
-    version: int
     presence: int
-    reserved: int = 0
 
     @property
     def value(self) -> int:
@@ -63,7 +58,18 @@ class Hello(Command):
 
 
 @dataclass(frozen=True)
-class SetPres(Command):
+class Hello(_PresenceByte, Command):
+    """HELLO: version and this client's initial presence byte (MSB = automatic)."""
+
+    OPCODE = OP_HELLO
+    FIELDS = (2, 1, 1)
+    version: int
+    presence: int
+    reserved: int = 0
+
+
+@dataclass(frozen=True)
+class SetPres(_PresenceByte, Command):
     """SETPRES: a new presence for this client (MSB = set by the idle timer)."""
 
     OPCODE = OP_SETPRES
@@ -73,14 +79,6 @@ class SetPres(Command):
     @classmethod
     def of(cls, value: int, automatic: bool = False) -> SetPres:
         return cls((value & ~AUTOMATIC) | (AUTOMATIC if automatic else 0))
-
-    @property
-    def value(self) -> int:
-        return self.presence & ~AUTOMATIC
-
-    @property
-    def automatic(self) -> bool:
-        return bool(self.presence & AUTOMATIC)
 
 
 @dataclass(frozen=True)
