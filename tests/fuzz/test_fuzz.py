@@ -30,7 +30,7 @@ FINDINGS = HERE / "findings"
 TARGETS = all_targets()
 
 #: Examples per target in the bounded search (the whole module stays well under a minute).
-EXAMPLES = 150
+EXAMPLES = 300
 
 #: Reproducers of crashes not fixed yet: path under findings/ -> why it fails. The harnesses step around
 #: these while ``tests.fuzz.targets.SUPPRESSED`` names them; this test replays them with nothing suppressed.
@@ -39,14 +39,6 @@ OPEN_FINDINGS: dict[str, str] = {
         "config._parse_float accepts nan and inf (and 1e999 = inf): '[service] ping_interval = nan' loads, "
         "since nan < minimum is false; the pool's ping LoopingCall then never fires (a hung backend is never "
         "detected) where start-up should stop with file:line"
-    ),
-    "mux_codec/unhashable-map-key": (
-        "MessageStream.feed lets msgpack's TypeError out (a map used as a map key, strict_map_key=False): "
-        "not a MuxProtocolError"
-    ),
-    "mux_multiplexer/unhashable-map-key": (
-        "the same through Multiplexer.receive_data: MuxConnection.dataReceived catches only MuxProtocolError, "
-        "so the connection dies with an unhandled TypeError instead of the protocol-error close"
     ),
     "xmpp_stanzas/empty-from": (
         "XmppFrontend.stanza_received: a stanza without 'from' makes internJID('') raise RuntimeError, which "
