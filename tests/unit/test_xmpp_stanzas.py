@@ -657,3 +657,19 @@ def test_loggable_withholds_forms_with_private_fields() -> None:
                  "hunter2</value></field></x></command></iq>")
     assert "hunter2" not in loggable(form) and "c1" in loggable(form)
     assert "hello" in loggable(parse(f"<message from='{ALICE}/pc' to='bob@{T}'><body>hello</body></message>"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_stopping_the_frontend_cancels_the_timers_of_its_iq_requests(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'><status>new pic</status>"
+               "<x xmlns='vcard-temp:x:update'><photo>0123abcd</photo></x></presence>")
+    yield rig.wait_sent(lambda s: s.name == "iq" and s["to"] == ALICE)
+
+    def iq_timers() -> list[Any]:
+        return [c for c in rig.clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "_iq_timeout"]
+
+    assert iq_timers()
+    rig.frontend.stop()
+    assert iq_timers() == []

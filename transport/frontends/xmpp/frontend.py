@@ -262,6 +262,12 @@ class XmppFrontend:
         self.send(iq)
         return d
 
+    def stop(self) -> None:
+        """The frontend stops: our iq requests will get no answer (their timers must not outlive us)."""
+        pending, self._pending_iqs = self._pending_iqs, {}
+        for _, d in pending.values():
+            d.errback(st.StanzaFailure("remote-server-timeout", "the transport is stopping"))
+
     def _iq_timeout(self, iq_id: str) -> None:
         pending = self._pending_iqs.pop(iq_id, None)
         if pending is not None:

@@ -72,6 +72,7 @@ class XmppService(service.MultiService):
     def stopService(self) -> defer.Deferred[None]:
         login = self.frontend.handlers["login"]
         login.stop()
+        self.frontend.stop()
         if self.link.connected:
             for user in self.frontend.users.values():
                 if user.resources:
