@@ -86,3 +86,15 @@ def test_backend_host_needs_main_and_delegates_cert(tmp_path: Path, capsys: pyte
         backend_host.main(["cert", "show", str(tmp_path / "backend-host")])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == host.manager.device_id
+
+
+def test_a_key_written_over_an_older_file_is_private(tmp_path: Path) -> None:
+    # `transport-mux cert device --force` writes a new key over the old file: O_CREAT's mode does not apply then
+    (tmp_path / "device.key").write_bytes(b"old")
+    (tmp_path / "device.key").chmod(0o644)
+    DeviceIdentity.generate("dev").save(tmp_path)
+    assert (tmp_path / "device.key").stat().st_mode & 0o777 == 0o600
+    CertificateAuthority.generate("ca").save(tmp_path / "ca")
+    (tmp_path / "ca" / "ca.key").chmod(0o666)
+    CertificateAuthority.generate("ca").save(tmp_path / "ca")
+    assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o777 == 0o600

@@ -193,6 +193,7 @@ def _write_private(path: Path, key: PrivateKey) -> None:
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above applies to a new file only: a key written over an older file stays private
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
