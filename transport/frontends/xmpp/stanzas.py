@@ -107,16 +107,22 @@ def message(to: str, frm: str, type: str = "chat", body: str | None = None, id: 
     return m
 
 
-def error_reply(stanza: domish.Element, condition: str, text: str = "", type: str | None = None) -> domish.Element:
-    """The error answer to *stanza* (to/from swapped, same id and name)."""
-    reply = domish.Element((None, stanza.name))
+def _answer(stanza: domish.Element, name: str, type: str) -> domish.Element:
+    """An answer *name* of *type* to *stanza*: to/from swapped, the same id."""
+    reply = domish.Element((None, name))
+    reply["type"] = type
     if stanza.getAttribute("from"):
         reply["to"] = stanza["from"]
     if stanza.getAttribute("to"):
         reply["from"] = stanza["to"]
     if stanza.getAttribute("id"):
         reply["id"] = stanza["id"]
-    reply["type"] = "error"
+    return reply
+
+
+def error_reply(stanza: domish.Element, condition: str, text: str = "", type: str | None = None) -> domish.Element:
+    """The error answer to *stanza* (to/from swapped, same id and name)."""
+    reply = _answer(stanza, stanza.name, "error")
     reply.addChild(error.StanzaError(condition, type=type, text=text or None).getElement())
     return reply
 
@@ -140,14 +146,7 @@ def _descendants(element: domish.Element) -> Any:
 
 
 def iq_result(stanza: domish.Element, payload: domish.Element | None = None) -> domish.Element:
-    reply = domish.Element((None, "iq"))
-    reply["type"] = "result"
-    if stanza.getAttribute("from"):
-        reply["to"] = stanza["from"]
-    if stanza.getAttribute("to"):
-        reply["from"] = stanza["to"]
-    if stanza.getAttribute("id"):
-        reply["id"] = stanza["id"]
+    reply = _answer(stanza, "iq", "result")
     if payload is not None:
         reply.addChild(payload)
     return reply
