@@ -285,6 +285,14 @@ def _verify_hostname(cert: x509.Certificate, hostname: str) -> None:
 _RESULTS: weakref.WeakKeyDictionary[SSL.Connection, VerifyResult] = weakref.WeakKeyDictionary()
 
 
+def _new_connection(identity: DeviceIdentity, policy: TrustPolicy) -> SSL.Connection:
+    """A TLS connection with its own context, whose verify callback records what it found in _RESULTS."""
+    result = VerifyResult()
+    conn = SSL.Connection(_make_context(identity, policy, result), None)
+    _RESULTS[conn] = result
+    return conn
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class _ClientCreator:
     def __init__(self, identity: DeviceIdentity, policy: TrustPolicy) -> None:
@@ -292,9 +300,7 @@ class _ClientCreator:
         self.policy = policy
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        result = VerifyResult()
-        conn = SSL.Connection(_make_context(self.identity, self.policy, result), None)
-        _RESULTS[conn] = result
+        conn = _new_connection(self.identity, self.policy)
         if self.policy.hostname:
             try:
                 ipaddress.ip_address(self.policy.hostname)
@@ -314,9 +320,7 @@ class _ServerCreator:
         # (a context costs a few microseconds next to the handshake)
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        result = VerifyResult()
-        conn = SSL.Connection(_make_context(self.identity, self.policy, result), None)
-        _RESULTS[conn] = result
+        conn = _new_connection(self.identity, self.policy)
         conn.set_accept_state()
         return conn
 
