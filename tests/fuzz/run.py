@@ -69,6 +69,9 @@ def fuzz(name: str, libfuzzer_args: list[str]) -> None:
     # line that names the target again.
     argv0 = f"{sys.executable} {Path(__file__).resolve()} {name} --"
     argv = [argv0, f"-artifact_prefix={CRASHES}/{name}-", *libfuzzer_args]
+    dictionary = HERE / "dicts" / f"{name}.dict"
+    if dictionary.exists() and not any(a.startswith("-dict=") for a in libfuzzer_args):
+        argv.append(f"-dict={dictionary}")
     if not any(not a.startswith("-") for a in libfuzzer_args):
         argv += [str(WORK / name), str(corpus_dir(name))]
     atheris.Setup(argv, target.harness)
