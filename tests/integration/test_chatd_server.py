@@ -533,3 +533,24 @@ async def test_rate_limit_slows_a_client_down_without_losing_anything(make_chatd
     got = b.drain(RtMsgDelivery)
     assert [m.data for m in got] == [bytes([n]) for n in range(20)]
     assert a.pending(Error) == 0 and not a.is_closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_client_that_does_not_read_is_dropped(make_chatd_stack: Any) -> None:
+    # as over TCP: what the server queues for a client that stopped reading is bounded by max_send_buffer
+    stack = await make_chatd_stack(max_send_buffer=256 * 1024)
+    await room_with(stack, [1, 2])
+    idle = await stack.chatd_client(1, address=stack.ws_url("chatd"))
+    assert await idle.join(ROOM) == JOIN_OK
+    idle.link.transport.pauseProducing()  # stops reading its socket
+    sender = await stack.chatd_client(2)
+    assert await sender.join(ROOM) == JOIN_OK
+    sessions = lambda: [s for s in stack.chatd.sessions if s.userid == 1]  # noqa: E731
+    assert sessions()
+    for _ in range(40):
+        for _ in range(20):
+            sender.send_rtmsg(ROOM, 1, 0, 1, b"x" * 60000)
+        await barrier(sender)
+        if not sessions():
+            break
+    assert not sessions(), "the server kept queueing for a WebSocket client that does not read"

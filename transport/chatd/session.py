@@ -404,13 +404,50 @@ class StreamFactory(protocol.Factory):
 # WebSocket
 
 
+@implementer(IPushProducer)
+class _SendBackpressure:
+    """The producer a WebSocket link registers on its TCP/TLS transport, to learn when the client stops reading."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class WebSocketLink(WebSocketServerProtocol):  # type: ignore[misc]
-    """A WebSocket transport for one session: binary messages only."""
+    """A WebSocket transport for one session: binary messages only.
+
+    Like :class:`StreamProtocol`, a client that stops reading while more than
+    ``max_send_buffer`` bytes are queued for it is dropped. The transport was
+    twisted.web's (whose HTTP channel is still its producer): the link takes that
+    place, the HTTP channel has nothing more to do on this connection.
+    """
 
     session: CommandSession | None = None
+    _backpressure: _SendBackpressure | None = None
 
     def onOpen(self) -> None:
         server: CommandServer = self.factory.command_server
+        if self.transport is not None:
+            backpressure = _SendBackpressure()
+            try:
+                if getattr(self.transport, "producer", None) is not None or \
+                        getattr(self.transport, "_producer", None) is not None:
+                    self.transport.unregisterProducer()  # type: ignore[attr-defined]
+                self.transport.registerProducer(backpressure, True)  # type: ignore[attr-defined]
+            except Exception:  # a transport that does not take a producer: no backpressure, as before
+                log.failure("{service}: WebSocket send backpressure unavailable", service=server.name)
+            else:
+                self._backpressure = backpressure
         self.session = server.make_session(self)  # type: ignore[arg-type]  # autobahn's peer is a str once open
         self.session.connected()
 
@@ -428,8 +465,17 @@ class WebSocketLink(WebSocketServerProtocol):  # type: ignore[misc]
 
     # Link
     def write(self, data: bytes) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendMessage(data, isBinary=True)
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        backpressure = self._backpressure
+        if backpressure is not None and backpressure.paused:
+            backpressure.backlog += len(data)
+            if backpressure.backlog > self.factory.command_server.settings.max_send_buffer:
+                server = self.factory.command_server
+                log.info("{service}: {peer} does not read; dropped", service=server.name, peer=self.peer)
+                self.abort()
+                return
+        self.sendMessage(data, isBinary=True)
 
     def close(self) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
