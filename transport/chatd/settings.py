@@ -24,7 +24,7 @@ SECTION = declare(Section("chatd", "chatd: real-time room messaging and in-call 
         "Largest token / RTMSG payload accepted; a longer one is answered with ERROR and skipped.",
         minimum=64, maximum=(1 << 24) - 1),
     Key("max_send_buffer", "size", 4 * 1024 * 1024,
-        "Bytes queued for a client that does not read (TCP) before it is disconnected.", minimum=1024),
+        "Bytes queued for a client that does not read (TCP or WebSocket) before it is disconnected.", minimum=1024),
     Key("rate_limit", "float", 0.0,
         "Commands per second one client may send (sustained); above it the server stops reading from that "
         "client for a while (backpressure). 0 = no limit.", minimum=0),

@@ -18,7 +18,7 @@ SECTION = declare(Section("statusd", "statusd: presence (docs/chatd-statusd.md).
     Key("max_message_size", "size", 64 * 1024, "Largest AUTH token accepted; a longer one is answered with ERROR "
         "and skipped.", minimum=64, maximum=65535),
     Key("max_send_buffer", "size", 4 * 1024 * 1024,
-        "Bytes queued for a client that does not read (TCP) before it is disconnected.", minimum=1024),
+        "Bytes queued for a client that does not read (TCP or WebSocket) before it is disconnected.", minimum=1024),
     Key("rate_limit", "float", 0.0,
         "Commands per second one client may send (sustained); above it the server stops reading from that "
         "client for a while (backpressure). 0 = no limit.", minimum=0),
