@@ -110,3 +110,42 @@ def test_login_errors_are_shown(instance: TwistdInstance, browser: Browser) -> N
     page.fill("#login-password", "nope-nope")
     page.click("#login-btn")
     page.wait_for("document.getElementById('login-error').textContent === 'Invalid username or password'")
+
+
+def test_history_paging_rooms_and_token_login(tmp_path, browser: Browser) -> None:
+    inst = TwistdInstance(tmp_path / "paging", "[websocket]\nrate_limit_burst = 1000\nrate_limit_per_minute = 1000\n")
+    inst.start()
+    try:
+        page = browser.new_page()
+        page.goto(inst.http_url)
+        page.wait_for("!document.getElementById('login').hidden")
+        page.fill("#login-username", "pager")
+        page.fill("#login-password", "pager-pass")
+        page.click("#register-btn")
+        page.wait_for("document.querySelector('#channel-list li.active[data-channel=general]')")
+        page.eval("for (let i = 0; i < 60; i++) transportClient.ws.send(JSON.stringify("
+                  "{cmd: 'message_new', channel: 'general', content: 'line ' + i}))")
+        page.wait_for("document.querySelectorAll('#message-list .message').length === 60")
+
+        # a reload logs in again with the stored token and shows the newest 50, older ones on demand
+        page.goto(inst.http_url)
+        page.wait_for("!document.getElementById('app').hidden")
+        page.wait_for("document.querySelectorAll('#message-list .message').length === 50")
+        assert page.text("#message-list .message:first-child .content") == "line 10"
+        page.wait_for("!document.getElementById('load-older').hidden")
+        page.click("#load-older")
+        page.wait_for("document.querySelectorAll('#message-list .message').length === 60")
+        assert page.text("#message-list .message:first-child .content") == "line 0"
+        page.wait_for("document.getElementById('load-older').hidden")
+
+        # join a legacy room from the sidebar; the echo participant answers there
+        page.fill("#join-room", "lobby")
+        page.eval("document.getElementById('join-form').requestSubmit()")
+        page.wait_for("document.querySelector('#legacy-list li.active[data-channel=\"room:lobby\"]')")
+        page.wait_for("document.getElementById('channel-desc').textContent.includes('in the room')")
+        page.fill("#composer", "hello room")
+        page.press_enter("#composer")
+        page.wait_for("[...document.querySelectorAll('#message-list .message[data-user=echo] .content')]"
+                      ".some(e => e.textContent.endsWith('hello room'))")
+    finally:
+        inst.stop()

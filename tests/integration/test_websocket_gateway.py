@@ -56,10 +56,16 @@ def test_chat_with_echo_buddy(echo_stack):
     sent = yield alice.request({"cmd": "message_new", "channel": "dm:echo", "content": "hello echo"})
     assert sent["message"]["user"] == "alice"
     alice.send({"cmd": "typing", "channel": "dm:echo"})
-    typing = yield _until(alice, lambda p: p["cmd"] == "typing" and p["user"] == "echo")
-    assert typing["channel"] == "dm:echo"
-    echoed = yield _until(alice, lambda p: p["cmd"] == "message_new" and p["message"]["user"] == "echo")
-    assert echoed["channel"] == "dm:echo" and echoed["message"]["content"] == "hello echo"
+    # the echo's answer and its chat state, in either order (the message is stored before it is shown)
+    seen: dict[str, dict] = {}
+    while len(seen) < 2:
+        packet = yield alice.expect()
+        if packet["cmd"] in ("typing", "message_new") and packet.get("channel") == "dm:echo":
+            author = packet["user"] if packet["cmd"] == "typing" else packet["message"]["user"]
+            if author == "echo":
+                seen[packet["cmd"]] = packet
+    echoed = seen["message_new"]
+    assert echoed["message"]["content"] == "hello echo"
     on_second = yield _until(second, lambda p: p["cmd"] == "message_new" and p["message"]["user"] == "echo")
     assert on_second["message"]["id"] == echoed["message"]["id"]
     leaked = yield other.quiet(0.3)

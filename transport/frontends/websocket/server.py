@@ -1035,8 +1035,8 @@ class ChatServer:
         state = self.legacy.setdefault(conn.username, LegacyState())
         state.rooms.setdefault(room, RoomState(room, nickname or conn.username))
         channel = PrivateChannel(conn.username, "room", room)
-        self._reply(conn, command, {"cmd": "gateway_join", "room": room, "channel": channel.name})
         self._to_user(conn.username, {"cmd": "gateway_channel", "channel": self._private_json(channel)})
+        self._reply(conn, command, {"cmd": "gateway_join", "room": room, "channel": channel.name})
 
     async def cmd_gateway_leave(self, conn: Connection, command: Command) -> None:
         gateway = self._need_gateway()

@@ -217,6 +217,7 @@ function handle(packet) {
     const resolve = state.listeners.get(packet.listener);
     state.listeners.delete(packet.listener);
     resolve(packet);
+    if (packet.cmd === "messages_get") return; // the requester merges the page (see loadHistory)
   }
   const h = handlers[packet.cmd];
   if (h) h(packet);
