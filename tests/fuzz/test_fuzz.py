@@ -36,15 +36,6 @@ EXAMPLES = 300
 #: Reproducers of crashes not fixed yet: path under findings/ -> why it fails. The harnesses step around
 #: these while ``tests.fuzz.targets.SUPPRESSED`` names them; this test replays them with nothing suppressed.
 OPEN_FINDINGS: dict[str, str] = {
-    "config_ini/nan-float": (
-        "config._parse_float accepts nan and inf (and 1e999 = inf): '[service] ping_interval = nan' loads, "
-        "since nan < minimum is false; the pool's ping LoopingCall then never fires (a hung backend is never "
-        "detected) where start-up should stop with file:line"
-    ),
-    "xmpp_stanzas/empty-from": (
-        "XmppFrontend.stanza_received: a stanza without 'from' makes internJID('') raise RuntimeError, which "
-        "is not caught (only InvalidFormat, UnicodeError); the component link logs the traceback, no error reply"
-    ),
 }
 
 
