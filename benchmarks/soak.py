@@ -239,12 +239,18 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def busy_backend(gateway: GatewayProcess) -> int | None:
-    for line in gateway.ctl("status", check=False).stdout.splitlines():
-        m = re.search(r": ready, pid (\d+), (\d+) users", line)
-        if m and int(m.group(2)) > 0:
-            return int(m.group(1))
-    return None
+def pick_victim(gateway: GatewayProcess, rng: random.Random) -> tuple[int, int, int] | None:
+    """A random backend that has users: (pid, its XMPP users, its WebSocket users)."""
+    backends: list[tuple[int, int, int]] = []
+    for line in gateway.ctl("online_users_per_backend", check=False).stdout.splitlines():
+        m = re.match(r"\S+ \(pid (\d+)\): \d+ users", line)
+        if m:
+            backends.append((int(m.group(1)), 0, 0))
+        elif line.startswith("   ") and backends:
+            pid, x, w = backends[-1]
+            backends[-1] = (pid, x + 1, w) if "@" in line else (pid, x, w + 1)
+    busy = [b for b in backends if b[1] + b[2] > 0]
+    return rng.choice(busy) if busy else None
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -292,6 +298,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         begin = time.monotonic()
         until = begin + args.minutes * 60
         rng = random.Random(1)
+        kill_rng = random.Random(2)
         tasks = [asyncio.ensure_future(u.run(args.rate, until, random.Random(rng.random()))) for u in users]
 
         async def sample() -> None:
@@ -307,11 +314,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(args.kill_every)
                 if time.monotonic() > until - 30:
                     return
-                pid = await loop.run_in_executor(None, busy_backend, gateway)
-                if pid is not None:
-                    os.kill(pid, signal.SIGKILL)
+                victim = await loop.run_in_executor(None, pick_victim, gateway, kill_rng)
+                if victim is not None:
+                    os.kill(victim[0], signal.SIGKILL)
                     kills.append(time.monotonic() - begin)
-                    print(f"{kills[-1]:6.0f} s: killed backend pid {pid}", flush=True)
+                    print(f"{kills[-1]:6.0f} s: killed backend pid {victim[0]} with {victim[1]} XMPP and "
+                          f"{victim[2]} WebSocket users", flush=True)
         sampler = asyncio.ensure_future(sample())
         killing = asyncio.ensure_future(killer())
         await asyncio.gather(*tasks)
