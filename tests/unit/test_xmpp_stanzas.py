@@ -204,6 +204,13 @@ def test_disco_ping_version_and_errors(rig: XmppRig) -> None:
     assert condition(rig.find(lambda s: s.getAttribute("id") == "u1")[0]) == "service-unavailable"
     rig.inject(f"<iq type='get' id='u2' from='@@@' to='{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert condition(rig.find(lambda s: s.getAttribute("id") == "u2")[0]) == "jid-malformed"
+    # no 'from' (a broken server): no one to answer, dropped; no 'to': jid-malformed to the sender
+    sent, bad = len(rig.sent), rig.frontend.counters["bad_stanzas"]
+    rig.inject(f"<iq type='get' id='u3' to='{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    rig.inject(f"<message to='{T}' from=''><body>hi</body></message>")
+    assert len(rig.sent) == sent and rig.frontend.counters["bad_stanzas"] == bad + 2
+    rig.inject("<iq type='get' id='u4' from='x@example.org/r'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "u4")[0]) == "jid-malformed"
     rig.inject(f"<iq type='get' from='x@example.org/r' to='{T}'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert condition(rig.sent[-1]) == "bad-request"
     rig.inject(f"<iq type='set' id='c1' from='x@example.org/r' to='{T}'>"

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.words.xish import domish
 
 from tests.fuzz.script import build, records
-from tests.fuzz.targets import FailureWatch, suppressed, target
+from tests.fuzz.targets import FailureWatch, target
 from tests.fuzz.targets.syncdb import result, started
 from tests.fuzz.targets.websocket import FakePeer, _check, _hash, command_from
 from tests.peers.backends import make_config
@@ -171,8 +171,6 @@ class Rig:
         self.stream.parse(STREAM_HEAD)
 
     def _element(self, stanza: domish.Element) -> None:
-        if suppressed("xmpp-empty-from") and not stanza.getAttribute("from"):
-            return  # open finding xmpp-empty-from (a server always stamps from; the frontend raises without it)
         self.xmpp.stanza_received(stanza)
 
     def xml(self, data: bytes) -> None:

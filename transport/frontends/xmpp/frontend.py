@@ -281,9 +281,17 @@ class XmppFrontend:
         kind = stanza.name
         if kind not in ("iq", "message", "presence"):
             return
+        if not stanza.getAttribute("from"):
+            # a server stamps 'from' on everything it routes to a component: without it (a broken server) there
+            # is no one to address an error to (internJID('') would raise RuntimeError)
+            self.counters["bad_stanzas"] += 1
+            log.warn("dropped <{kind}/> without a 'from' address: {xml}", kind=kind, xml=st.loggable(stanza, 200))
+            return
         try:
-            sender = jidmod.internJID(stanza.getAttribute("from", ""))
-            to = jidmod.internJID(stanza.getAttribute("to", ""))
+            sender = jidmod.internJID(stanza.getAttribute("from"))
+            if not stanza.getAttribute("to"):
+                raise jidmod.InvalidFormat("no 'to' address")
+            to = jidmod.internJID(stanza.getAttribute("to"))
         except (jidmod.InvalidFormat, UnicodeError):
             self.counters["bad_stanzas"] += 1
             if kind != "presence":
