@@ -289,10 +289,6 @@ def test_prosody_restarted(world: World) -> None:
     after(w, t.ledger, xmpp_rooms=False)  # the XMPP room: the next test
 
 
-@pytest.mark.xfail(strict=True, reason="XMPP frontend: a graceful XMPP server restart ends the client's session, "
-                   "the server sends unavailable to the occupant JID, and muc._resource_leaves() drops the "
-                   "rejoin entry that resource_gone() had kept: the room is not joined again at the next login, "
-                   "contrary to docs/xmpp.md (rejoin_window)")
 def test_xmpp_room_joined_again_after_prosody_restart(world: World) -> None:
     w = world
     try:
@@ -371,9 +367,6 @@ def test_main_instance_sigterm_and_restart(world: World) -> None:
     check_state_kept(w)
 
 
-@pytest.mark.xfail(strict=True, reason="XMPP frontend: after a main instance restart the gateway joins the stored "
-                   "rooms again on the legacy network, but the XMPP frontend has forgotten that the user's "
-                   "resource is in the room (in memory only) and refuses its groupchat: 'join the room first'")
 def test_xmpp_room_usable_after_main_instance_restart(world: World) -> None:
     w = world
     try:

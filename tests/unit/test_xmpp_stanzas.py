@@ -597,6 +597,65 @@ def test_each_resource_joins_a_room_on_its_own(rig: XmppRig) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_room_is_joined_again_after_the_xmpp_server_ended_the_session(rig: XmppRig) -> None:
+    yield rig.start()
+    yield rig.logged_in()
+    room = f"lobby@{T}"
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16,
+                                                             status=pb.STATUS_ONLINE))
+    # a graceful server restart: the session's last unavailable goes to the transport, then to the occupant JID
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}' type='unavailable'/>")
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al' type='unavailable'/>")
+    assert [r.room for r in rig.frames(W.TYPE_LEAVE_ROOM)] == ["lobby"]
+    assert "lobby" in rig.frontend.users[ALICE].rejoin
+    logins = len(rig.frames(W.TYPE_LOGIN))
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'/>")
+    yield wait_until(lambda: len(rig.frames(W.TYPE_LOGIN)) > logins, 30)
+    rig.peer.send(W.TYPE_CONNECTED, pb.Connected(user=ALICE))
+    assert [(j.room, j.nickname) for j in rig.frames(W.TYPE_JOIN_ROOM)][-1] == ("lobby", "al")
+    # a client still online that leaves the room explicitly: not joined again
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16,
+                                                             status=pb.STATUS_ONLINE))
+    rig.inject(f"<presence from='{ALICE}/pc' to='{room}/al' type='unavailable'/>")
+    assert "lobby" not in rig.frontend.users[ALICE].rejoin
+
+
+@pytest_twisted.inlineCallbacks
+def test_rooms_the_gateway_joins_again_after_a_restart_are_usable(rig: XmppRig) -> None:
+    # the main instance restarted: the store has alice in lobby, the XMPP frontend remembers nothing
+    yield rig.start()
+    yield rig.gateway.register(ALICE, "alice", "pw")
+    record = yield rig.store.get_user(ALICE)
+    yield rig.store.add_room(record.id, "lobby", "al", "s3")
+    rig.inject(f"<presence from='{ALICE}/pc' to='{T}'/>")
+    yield wait_until(lambda: bool(rig.frames(W.TYPE_LOGIN)), 30)
+    rig.peer.send(W.TYPE_CONNECTED, pb.Connected(user=ALICE))
+    assert [(j.room, j.nickname, j.password) for j in rig.frames(W.TYPE_JOIN_ROOM)] == [("lobby", "al", "s3")]
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="op", flag=1,
+                                                             status=pb.STATUS_ONLINE))
+    rig.peer.send(W.TYPE_PARTICIPANT_CHANGED, pb.Participant(userName=ALICE, room="lobby", nickname="al", flag=16,
+                                                             status=pb.STATUS_ONLINE))
+    room = f"lobby@{T}"
+    shown = [s for s in rig.sent if s.name == "presence" and s["to"] == f"{ALICE}/pc" and s["from"].startswith(room)]
+    assert [p["from"] for p in shown] == [f"{room}/op", f"{room}/al"]
+    assert [c["code"] for c in shown[1].x.elements() if c.name == "status"] == ["110"]
+    # the client, still in the room on its side, chats: accepted
+    rig.inject(f"<message from='{ALICE}/pc' to='{room}' type='groupchat' id='g1'><body>back</body></message>")
+    assert [(m.buddyName, m.message) for m in rig.frames(W.TYPE_CONV_MESSAGE)] == [("lobby", "back")]
+    assert not rig.find(lambda s: s.getAttribute("id") == "g1")
+    # another client of alice that comes back later and chats in the room is an occupant again too
+    rig.inject(f"<presence from='{ALICE}/phone' to='{T}'/>")
+    yield wait_until(lambda: "phone" in rig.gateway.user_state(ALICE).sessions, 30)
+    rig.inject(f"<message from='{ALICE}/phone' to='{room}' type='groupchat' id='g2'><body>me too</body></message>")
+    assert [m.message for m in rig.frames(W.TYPE_CONV_MESSAGE)][-1] == "me too"
+    assert rig.find(lambda s: s["to"] == f"{ALICE}/phone" and s.getAttribute("from") == f"{room}/al")
+    # a room the gateway is not in is still refused
+    rig.inject(f"<message from='{ALICE}/pc' to='other@{T}' type='groupchat' id='g3'><body>no</body></message>")
+    assert condition(rig.find(lambda s: s.getAttribute("id") == "g3")[0]) == "not-acceptable"
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_new_avatar_hash_fetches_the_users_vcard_for_the_backend(rig: XmppRig) -> None:
     yield rig.start()
     yield rig.logged_in()

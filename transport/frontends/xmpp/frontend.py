@@ -85,6 +85,9 @@ class XmppRoom:
     joined: bool = False
     participants: dict[str, ev.ParticipantChanged] = field(default_factory=dict)
     subject: tuple[str, str] | None = None
+    #: joined again by the gateway for the user (rooms it stored, after a restart of the main instance), not
+    #: by a presence of theirs: the user's resources are taken as its occupants
+    restored: bool = False
 
 
 @dataclass

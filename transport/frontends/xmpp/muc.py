@@ -14,6 +14,10 @@ first one joins the legacy room, later ones get the occupant list the transport
 kept, and the room is left when the last of them leaves or goes offline. A
 presence to the room with another nickname changes the nickname (JOIN_ROOM
 with the new nickname; the backend confirms with the user's entry).
+
+Rooms the gateway joins again by itself (stored ones, after a restart of the main
+instance) are adopted when the backend's first frame for them arrives: the user's
+available resources are their occupants again (see ``_restored``).
 """
 
 from __future__ import annotations
@@ -82,6 +86,22 @@ class Rooms:
                 continue
             log.info("{user}: joining {room} again after the reconnection", user=user.jid, room=name)
             self._join(user, name, nick, password, resource)
+
+    def _restored(self, user: XmppUser, name: str) -> XmppRoom | None:
+        """The room *name* if the gateway is in it for *user* though the frontend does not know it: after a restart
+        of the main instance the core joins the rooms it stored again at the user's login, while the frontend's
+        memory of who is in which room is gone. The user's clients still consider themselves in the room, so every
+        available resource is an occupant again (it gets the occupants, the self-presence and the subject)."""
+        if not user.resources or name not in self.frontend.gateway.user_state(user.jid).rooms:
+            return None
+        known = getattr(self.frontend.gateway, "users", {}).get(user.jid)
+        joined = known.rooms.get(name) if known is not None else None
+        room = user.rooms[name] = XmppRoom(name, getattr(joined, "nickname", ""), getattr(joined, "password", ""))
+        room.restored = True
+        room.joining = set(user.resources)
+        log.info("{user}: the gateway joined {room} again; its resources are occupants again", user=user.jid,
+                 room=name)
+        return room
 
     def _leave(self, user: XmppUser, room: XmppRoom) -> None:
         user.rooms.pop(room.name, None)
@@ -187,7 +207,12 @@ class Rooms:
             self.frontend.send(m)
 
     def _resource_leaves(self, user: XmppUser, name: str, resource: str) -> None:
-        user.rejoin.pop(name, None)
+        if resource not in user.resources:
+            # the end of a session that already ended (the server sends the session's last unavailable to the
+            # transport first, then to every JID it had sent directed presence to, the room among them):
+            # resource_gone() saw it leave, and the room is to be joined again at the next login
+            return
+        user.rejoin.pop(name, None)  # a client that is still online leaves the room: do not join it again
         room = user.rooms.get(name)
         if room is None:
             return
@@ -206,7 +231,15 @@ class Rooms:
         bare = sender.userhost()
         user = self.frontend.users.get(bare)
         room = user.rooms.get(target.name) if user is not None else None
-        if room is None or sender.resource not in room.resources:
+        resource = sender.resource or ""
+        if user is not None and resource in user.resources:
+            if room is None:
+                room = self._restored(user, target.name)
+            if room is not None and room.restored and room.joined and resource not in room.resources:
+                # a client that was in the room before the restart and came back after the gateway rejoined it
+                room.resources.add(resource)
+                self._replay(user, room, resource)
+        if room is None or resource not in room.resources:
             raise st.StanzaFailure("not-acceptable", "join the room first", "cancel")
         assert user is not None
         body = st.text_of(st.child(stanza, None, "body"), 64 * 1024 + 1)
@@ -234,6 +267,8 @@ class Rooms:
         """Deliver *event* when it is a room message; False when it is for the buddy handler."""
         user = self.frontend.users.get(event.user)
         room = user.rooms.get(event.buddy) if user is not None else None
+        if room is None and user is not None and (event.nickname or event.pm):
+            room = self._restored(user, event.buddy)
         if room is None or user is None or not (event.nickname or event.pm):
             return False  # a buddy may have the name of a room; room messages name their speaker
         frm = self.frontend.buddy_jid(room.name, event.nickname) if event.nickname else \
@@ -249,6 +284,8 @@ class Rooms:
     def participant_changed(self, event: ev.ParticipantChanged) -> None:
         user = self.frontend.users.get(event.user)
         room = user.rooms.get(event.room) if user is not None else None
+        if room is None and user is not None:
+            room = self._restored(user, event.room)
         if user is None or room is None:
             log.debug("participant in room {room} that {user} did not join", room=event.room, user=event.user)
             return
