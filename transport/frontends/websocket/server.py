@@ -46,6 +46,7 @@ from . import auth
 from .channels import LocalChannel
 from .codec import Command, ProtocolError, decode, encode
 from .codec import field as get_field
+from .history import HistoryQueue
 from .ratelimit import RateLimiter
 from .store import Account, Store, StoredMessage
 from .tokens import USERNAME_RE, issue_token, verify_token
@@ -224,6 +225,8 @@ class ChatServer:
         self.settings = settings
         self.store = store
         self.clock = clock
+        #: best-effort writes of the private channels' history (kept and retried while the database is away)
+        self.history = HistoryQueue(store, clock)
         self.validator = validator
         self.gateway = gateway
         self.secret = secret or secrets.token_bytes(32)
@@ -239,6 +242,7 @@ class ChatServer:
         self.message_limiter = self._limiter()
         self.typing_limiter = self._limiter()
         self._ids = itertools.count(1)
+        self.local_store_refusals = 0
         self._pinger: task.LoopingCall | None = None
         self.ready = False
         self._waiting: list[defer.Deferred[None]] = []
@@ -274,6 +278,7 @@ class ChatServer:
     def stop(self) -> None:
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
+        self.history.stop()
         for conn in list(self.connections.values()):
             conn.peer.close(CLOSE_GOING_AWAY, "Server shutting down")
 
@@ -285,6 +290,11 @@ class ChatServer:
 
     def now(self) -> float:
         return float(self.clock.seconds())
+
+    def counters(self) -> dict[str, int]:
+        """Numbers for the metrics (``transport_part_value{part="websocket"}``) and the status page."""
+        return dict(self.history.counters(), connections=len(self.connections), users=len(self.users),
+                    local_store_refusals=self.local_store_refusals)
 
     # ------------------------------------------------------------------ connections
 
@@ -746,13 +756,20 @@ class ChatServer:
         message = StoredMessage(str(uuid.uuid4()), channel.name, conn.username, content, round(self.now(), 3),
                                 reply_to=reply, owner=self._owner(channel))
         if isinstance(channel, PrivateChannel):
+            # the legacy network is the contract here: once it has the message the sender sees it accepted, and
+            # the history is written best-effort (kept and retried while the database is away)
             await self._send_legacy(conn, channel, message)
-            keep = self.settings.legacy_history
-        else:
-            keep = 0
-        await self.store.add_message(message, keep=keep)
-        if isinstance(channel, PrivateChannel):
+            self.history.write(message, keep=self.settings.legacy_history)
             self._remember_conversation(channel)
+        else:
+            # local channels: the history is the contract, so a message that cannot be stored is not sent
+            try:
+                await self.store.add_message(message)
+            except Exception as e:
+                self.local_store_refusals += 1
+                log.warn("storing a message of {channel} failed: {error}", channel=channel.name, error=e)
+                raise ProtocolError("The message could not be stored (database unavailable); it was not sent") \
+                    from None
         packet: dict[str, Any] = {"cmd": "message_new", "message": message.as_json(), "channel": channel.name,
                                   "global": True}
         if command.get("ping") is False:
@@ -1136,12 +1153,10 @@ class ChatServer:
         if event.headline:
             packet["headline"] = True
 
-        def stored(_: Any) -> None:
-            self._remember_conversation(channel)
-            self._broadcast(channel, packet)
-        d = self.store.add_message(message, legacy_id=event.id, keep=self.settings.legacy_history)
-        d.addCallback(stored)
-        d.addErrback(lambda f: log.failure("storing a legacy message failed", f))
+        # shown at once (the id is made here, not by the database); the history is written best-effort
+        self._remember_conversation(channel)
+        self._broadcast(channel, packet)
+        self.history.write(message, legacy_id=event.id, keep=self.settings.legacy_history)
 
     def _on_MessageFailed(self, event: ev.MessageFailed, state: LegacyState) -> None:
         kind = "room" if event.buddy in state.rooms else "dm"

@@ -66,6 +66,9 @@ def make_service(context: Any) -> service.IService:
     chat = build_chat_server(context)
     if context.gateway is not None:
         context.gateway.add_frontend(chat)
+    registry = getattr(context, "registry", None)
+    if registry is not None:
+        registry["websocket"] = chat  # counters() for the metrics
     section = config["websocket"]
     context.web_root.put_child(section["path"].strip("/"), websocket_resource(chat, section["max_message_size"],
                                                                    section["ping_timeout"], context.reactor))

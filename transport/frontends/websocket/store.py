@@ -138,9 +138,15 @@ class Store:
 
     # messages -----------------------------------------------------------------------
 
-    def add_message(self, message: StoredMessage, legacy_id: str = "", keep: int = 0) -> defer.Deferred[None]:
-        """Append *message*; with *keep* > 0 only the newest *keep* of that channel are kept."""
+    def add_message(self, message: StoredMessage, legacy_id: str = "", keep: int = 0,
+                    if_absent: bool = False) -> defer.Deferred[None]:
+        """Append *message*; with *keep* > 0 only the newest *keep* of that channel are kept. With *if_absent*
+        a message whose id is already stored is left alone (a retried write that had committed after all)."""
         def run(txn: Transaction) -> None:
+            if if_absent:
+                txn.execute("SELECT 1 FROM ws_messages WHERE id = ?", (message.id,))
+                if txn.fetchone() is not None:
+                    return
             reply = message.reply_to or {}
             txn.execute(f"INSERT INTO ws_messages ({_COLUMNS}, legacy_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (message.id, message.owner, message.channel, message.user, message.content,
