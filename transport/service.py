@@ -11,6 +11,17 @@ which loads the file (stopping with ``file:line`` on any error) and calls
      ├─ frontends                  [xmpp] / [websocket] enabled
      └─ side services              [chatd] [statusd] [hosts] [mux] enabled
 
+Stop order (SIGTERM, SIGINT, ``twistd`` shutdown; :class:`TransportRoot`), so that every message a
+frontend accepted is delivered or answered with an error (``docs/reliability.md``):
+
+1. the gateway *drains* (:meth:`transport.core.gateway.Gateway.drain`) while everything still runs:
+   new messages get the frontend's error, queued ones fail, the ones written to a backend get up to
+   ``[service] shutdown_grace`` seconds to be confirmed and fail after that (``MessageFailed``,
+   which the frontends, still connected, turn into errors to their senders);
+2. frontends, side services, the web site and operations stop (links close);
+3. the gateway stops its backends (EXIT, SIGTERM, SIGKILL);
+4. the database closes.
+
 Each optional part lives in ``transport/<part>/service.py`` and exposes
 ``make_service(context: ServiceContext) -> IService``; this module only decides
 which parts run. Parts share what they need through :class:`ServiceContext`.
@@ -25,6 +36,7 @@ from typing import Any
 from twisted.application import service
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
@@ -32,6 +44,8 @@ from zope.interface import implementer
 from transport import config as configuration
 from transport.storage.database import Database, open_from_config
 from transport.web.site import WebRoot, WebSiteService
+
+log = Logger()
 
 #: (config section, module) of the parts that run when ``[section] enabled``.
 OPTIONAL_PARTS = (
@@ -75,17 +89,45 @@ class DatabaseService(service.Service):
         return self.database.close()
 
 
+class TransportRoot(service.MultiService):
+    """The main instance's services, stopped in the order the module documentation gives."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        gateway = self.context.gateway
+        if gateway is not None:
+            try:
+                await gateway.drain(self.context.config.get("service", "shutdown_grace"))
+            except Exception:
+                log.failure("draining the gateway")
+        service.Service.stopService(self)
+        last = [s for s in (self.namedServices.get("gateway"), self.namedServices.get("database")) if s is not None]
+        first = [s for s in reversed(list(self)) if not any(s is x for x in last)]
+        await defer.DeferredList([defer.maybeDeferred(s.stopService) for s in first])
+        for s in last:
+            try:
+                await defer.maybeDeferred(s.stopService)
+            except Exception:
+                log.failure("stopping {name}", name=s.name)
+
+
 def make_service(config: configuration.Config, reactor: Any = None) -> service.MultiService:
     """The whole main instance described by *config*."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
-    top = service.MultiService()
     config.state_dir.mkdir(parents=True, exist_ok=True)
     database = open_from_config(config, reactor)
-    DatabaseService(database).setServiceParent(top)
     web_root = WebRoot()
     context = ServiceContext(config=config, reactor=reactor, database=database, web_root=web_root)
+    top = TransportRoot(context)
+    DatabaseService(database).setServiceParent(top)
     gateway_module = importlib.import_module("transport.core.service")
     gateway_module.make_service(context).setServiceParent(top)
     for section, module in OPTIONAL_PARTS:

@@ -342,8 +342,8 @@ def test_main_instance_sigterm_and_restart(world: World) -> None:
     t = traffic(w, "restart")
     before = gateway.backend_pids()
     assert before
-    # XMPP messages in flight at SIGTERM are lost without an answer (test_xmpp_messages_in_flight_at_sigterm):
-    # the XMPP users pause while the instance stops, the WebSocket users keep sending
+    # the XMPP users pause while the instance stops (their in-flight messages are the subject of
+    # test_xmpp_messages_in_flight_at_sigterm_get_an_answer), the WebSocket users keep sending
     t.pause("xmpp")
     status = gateway.terminate()
     assert status in (0, -signal.SIGTERM), status
@@ -368,9 +368,6 @@ def test_xmpp_room_usable_after_main_instance_restart(world: World) -> None:
         rejoin_room(w)
 
 
-@pytest.mark.xfail(strict=True, reason="shutdown order: on SIGTERM the XMPP component link closes (frontends stop "
-                   "first) before the gateway stops its backends, so chat messages in flight from XMPP users (on "
-                   "the component link, queued, or written to a backend) get neither their delivery nor an error")
 def test_xmpp_messages_in_flight_at_sigterm_get_an_answer(world: World) -> None:
     w = world
     gateway = w.stack.gateway

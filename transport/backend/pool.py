@@ -25,7 +25,9 @@ Life cycle (``specs/backend-protocol.md``, "Backend life cycle"):
 * QUERY frames (Spectrum 2's unauthenticated admin channel) are refused: the
   admin commands are served on the admin endpoint instead.
 * Shutdown: EXIT to every backend, ``shutdown_grace``, SIGTERM, ``shutdown_grace``,
-  SIGKILL.
+  SIGKILL. Before that, the main instance drains the gateway (``Gateway.drain``, which
+  asks :meth:`BackendPool.confirm_all` for a PING to every backend) while frontends and
+  backends still run; see :mod:`transport.service`.
 """
 
 from __future__ import annotations
@@ -578,6 +580,16 @@ class BackendPool(service.Service):
             else:
                 link.pinged_again = True
                 link.send(W.TYPE_PING)
+
+    def confirm_all(self) -> None:
+        """PING every ready backend now: its PONG confirms every frame sent to it before (used by a drain)."""
+        for backend in list(self.backends.values()):
+            if backend.barrier_call is not None and backend.barrier_call.active():
+                backend.barrier_call.cancel()
+            backend.barrier_call = None
+            if backend.state == READY:
+                backend.pings_sent += 1
+                backend.send(W.TYPE_PING)
 
     def _barrier(self, backend: Backend) -> None:
         backend.barrier_call = None

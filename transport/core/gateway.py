@@ -58,6 +58,12 @@ _WIRE_PREFIX = "gw-"
 #: Seconds a vCard request waits for the backend's answer.
 VCARD_TIMEOUT = 40.0
 
+#: Seconds between two looks at the unconfirmed messages while :meth:`Gateway.drain` waits.
+DRAIN_POLL = 0.05
+
+#: Seconds without a refused message after which :meth:`Gateway.drain` takes the frontends' links as settled.
+DRAIN_QUIET = 0.3
+
 _RAW_TO = re.compile(r"""\sto\s*=\s*["']([^"'/]{1,3071})""")
 
 
@@ -79,6 +85,10 @@ class QueueFull(GatewayError):
 
 class NotConnected(GatewayError):
     """The user has no legacy session (no session open, or the backend disconnected them)."""
+
+
+class ShuttingDown(NotConnected):
+    """The main instance is stopping: it takes no new messages (a :class:`NotConnected`)."""
 
 
 class UnknownSession(GatewayError):
@@ -224,7 +234,55 @@ class Gateway:
         self._wire_ids = itertools.count(1)
         self._feature_listeners: list[Callable[[BackendFeatures], None]] = []
         self._stopping = False
+        #: set by :meth:`drain`: new messages fail with :class:`ShuttingDown`, no login starts
+        self._draining = False
+        self._last_refusal = 0.0
         router.start_routing(self)
+
+    def drain(self, grace: float) -> defer.Deferred[None]:
+        """First step of a shutdown, while frontends and backends still run: settle every accepted message.
+
+        From now on new messages fail with :class:`ShuttingDown` and no login starts. Queued
+        messages (their user has no legacy session) fail at once; messages written to a backend
+        get up to *grace* seconds to be confirmed (a PING goes to every backend to ask), and the
+        ones still unconfirmed then fail too: every failure is a
+        :class:`~transport.core.events.MessageFailed` the frontends turn into an error to the
+        sender. Fires when no message is waiting any more and the frontends' links have been
+        quiet (no message refused) for :data:`DRAIN_QUIET` seconds - what was in flight on them
+        got its error - or after *grace* seconds at the latest.
+        """
+        self._draining = True
+        for user in self.users.values():
+            if user.state in (LOGGING_IN, RECONNECTING):
+                user.cancel_timer()  # no retry: logins will not be sent any more
+        started = self.clock.seconds()
+        deadline = started + max(grace, 0.0)
+        done: defer.Deferred[None] = defer.Deferred()
+        ask = getattr(self.router, "confirm_all", None)
+        if ask is not None and any(u.unconfirmed for u in self.users.values()):
+            ask()
+
+        def check() -> None:
+            for user in list(self.users.values()):
+                self._fail_queue(user, "the gateway is stopping")
+            waiting = [u for u in self.users.values() if u.unconfirmed]
+            now = self.clock.seconds()
+            busy = waiting or now - max(self._last_refusal, started) < DRAIN_QUIET
+            if busy and now < deadline:
+                self.clock.callLater(DRAIN_POLL, check)
+                return
+            for user in waiting:
+                self._fail_unconfirmed(user, "the gateway stopped before the legacy network confirmed it")
+            if not done.called:
+                done.callback(None)
+
+        check()
+        return done
+
+    def _fail_unconfirmed(self, user: GatewayUser, reason: str) -> None:
+        user.queue.extendleft(reversed(user.unconfirmed))
+        user.unconfirmed.clear()
+        self._fail_queue(user, reason)
 
     def stop(self) -> None:
         """The main instance stops: cancel the re-login, login and vCard timers; start no more logins."""
@@ -457,7 +515,7 @@ class Gateway:
 
     def _login(self, user: GatewayUser) -> None:
         user.cancel_timer()
-        if self._stopping:
+        if self._stopping or self._draining:
             return
         user.state = LOGGING_IN
         user.sent_status = None
@@ -473,7 +531,7 @@ class Gateway:
             settings = await self.store.get_settings(record.id)
             buddies = list(await self.store.get_buddies(record.id))
             rooms = list(await self.store.get_rooms(record.id))
-        if user.state != LOGGING_IN or self.users.get(user.jid) is not user or self._stopping:
+        if user.state != LOGGING_IN or self.users.get(user.jid) is not user or self._stopping or self._draining:
             return  # logged out (or the gateway stopped) while we read the store
         for r in rooms:  # joined before a restart of the main instance: joined again after CONNECTED
             user.rooms.setdefault(r.room, JoinedRoom(r.room, r.nickname, r.password))
@@ -589,6 +647,9 @@ class Gateway:
         return True
 
     def _submit(self, user: str, item: _Outgoing) -> defer.Deferred[None]:
+        if self._draining or self._stopping:
+            self._last_refusal = self.clock.seconds()
+            return defer.fail(ShuttingDown("the gateway is stopping; try again when it is back"))
         known = self.users.get(user)
         if known is None or known.state in (OFFLINE, DISCONNECTED):
             return defer.fail(NotConnected(user))

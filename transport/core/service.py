@@ -3,8 +3,10 @@
 Built by :func:`transport.service.make_service` before the frontends, so that
 ``context.gateway`` is the :class:`~transport.core.gateway.Gateway` when their
 ``make_service`` runs. Start order: the registrations store (migrations), the
-backend pool (listen, spawn ``start_backends``), the admin endpoint. Stop order
-is the reverse: the admin endpoint closes, then the pool shuts backends down
+backend pool (listen, spawn ``start_backends``), the admin endpoint. Before this
+service stops, the main instance has drained the gateway (:meth:`Gateway.drain`)
+and stopped the frontends (:class:`transport.service.TransportRoot`). Stop order
+is then the reverse: the admin endpoint closes, then the pool shuts backends down
 (EXIT, SIGTERM, SIGKILL).
 """
 

@@ -95,9 +95,12 @@ class Messages:
         return True
 
     def _send_failed(self, failure: Failure, stanza: domish.Element) -> None:
-        from transport.core.gateway import NotConnected, QueueFull
+        from transport.core.gateway import NotConnected, QueueFull, ShuttingDown
 
-        if failure.check(QueueFull):
+        if failure.check(ShuttingDown):
+            self.frontend.send_error(stanza, "service-unavailable", "the gateway is stopping; try again later",
+                                     "wait")
+        elif failure.check(QueueFull):
             self.frontend.send_error(stanza, "resource-constraint", "too many messages are waiting for the "
                                      "legacy network; try again later", "wait")
         elif failure.check(NotConnected):
