@@ -231,6 +231,7 @@ class Sent:
     stored_echoes: int = 0
     stored_own: int = 0
     message_id: str = ""
+    sent_at: float = field(default_factory=time.monotonic)
 
     @property
     def answered(self) -> bool:

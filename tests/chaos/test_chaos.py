@@ -286,7 +286,7 @@ def test_prosody_restarted(world: World) -> None:
     t.stop()
     late = [m for m in list(t.ledger.messages.values())[mark:] if m.frontend == "xmpp" and m.echoes]
     assert late, "no XMPP message echoed after Prosody came back"
-    after(w, t.ledger, xmpp_rooms=False)  # the XMPP room: the next test
+    after(w, t.ledger)
 
 
 def test_xmpp_room_joined_again_after_prosody_restart(world: World) -> None:
@@ -342,21 +342,30 @@ def test_main_instance_sigterm_and_restart(world: World) -> None:
     t = traffic(w, "restart")
     before = gateway.backend_pids()
     assert before
-    # the XMPP users pause while the instance stops (their in-flight messages are the subject of
-    # test_xmpp_messages_in_flight_at_sigterm_get_an_answer), the WebSocket users keep sending
-    t.pause("xmpp")
+    # everyone keeps sending while the instance drains and stops: what was accepted is delivered or refused
+    stopping = time.monotonic()
     status = gateway.terminate()
+    stopped = time.monotonic()
     assert status in (0, -signal.SIGTERM), status
     # no orphans: none of its backends outlives it
     wait_for(lambda: w.stack.orphans() == [], 30, "backends gone with the main instance")
     assert not any(process_alive(p) for p in before)
     gateway.start()
     all_back_online(w)
-    t.pause("xmpp", False)
     t.wait_sent(150)
     t.stop()
+    # The component protocol has no acknowledgements: a stanza Prosody wrote to the component link in the instant
+    # the link closed (the drain keeps it open until 0.3 s without messages, at most shutdown_grace, and these
+    # senders never pause) is lost to both sides, as if the sender's own connection had broken (docs/reliability.md).
+    # Only XMPP messages sent while the instance was stopping qualify; everything sent before SIGTERM is strict.
+    unknowable = [m for m in t.ledger.messages.values() if m.frontend == "xmpp" and stopping <= m.sent_at <= stopped
+                  and not (m.echoes or m.refused)]
+    for m in unknowable:
+        m.cut = True
+    print(f"restart: {len(unknowable)} XMPP messages written to the component link as it closed")
+    assert len(unknowable) <= 5 * len(w.xmpp)  # at most each sender's window
     count_ws_history(w, t.ledger)
-    after(w, t.ledger, history=True, xmpp_rooms=False)  # the XMPP room: the next test
+    after(w, t.ledger, history=True)
     check_state_kept(w)
 
 
