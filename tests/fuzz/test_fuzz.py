@@ -36,11 +36,6 @@ EXAMPLES = 300
 #: Reproducers of crashes not fixed yet: path under findings/ -> why it fails. The harnesses step around
 #: these while ``tests.fuzz.targets.SUPPRESSED`` names them; this test replays them with nothing suppressed.
 OPEN_FINDINGS: dict[str, str] = {
-    "xmpp_stanzas/jid-empty-label": (
-        "XmppFrontend.stanza_received: a JID whose domain has an empty label (to='a@b..c', from='x@exa..mple.org') "
-        "makes Twisted's nameprep raise IndexError inside internJID, which is not caught (only InvalidFormat, "
-        "UnicodeError); the component link logs the traceback and the stanza gets no jid-malformed answer"
-    ),
 }
 
 

@@ -739,3 +739,13 @@ def test_stopping_the_frontend_cancels_the_timers_of_its_iq_requests(rig: XmppRi
     assert iq_timers()
     rig.frontend.stop()
     assert iq_timers() == []
+
+
+def test_jid_parse_errors_include_nameprep_index_error() -> None:
+    """A domain with an empty label ('b..c') makes Twisted's nameprep raise IndexError: it is a bad address."""
+    from twisted.words.protocols.jabber import jid as jidmod
+
+    from transport.frontends.xmpp import stanzas
+
+    with pytest.raises(stanzas.JID_ERRORS):
+        jidmod.internJID("a@b..c")

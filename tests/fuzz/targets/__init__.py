@@ -68,7 +68,7 @@ def all_targets() -> dict[str, Target]:
 #: Open findings (see tests/fuzz/findings/ and OPEN_FINDINGS in test_fuzz.py) that harnesses step around, so
 #: that a long run explores past them instead of stopping at the same crash again. The findings test
 #: empties this set before it replays the reproducers; drop a name once its bug is fixed.
-SUPPRESSED: set[str] = {"xmpp-jid-empty-label"}
+SUPPRESSED: set[str] = set()
 
 
 def suppressed(name: str) -> bool:

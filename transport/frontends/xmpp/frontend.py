@@ -295,7 +295,7 @@ class XmppFrontend:
             if not stanza.getAttribute("to"):
                 raise jidmod.InvalidFormat("no 'to' address")
             to = jidmod.internJID(stanza.getAttribute("to"))
-        except (jidmod.InvalidFormat, UnicodeError):
+        except st.JID_ERRORS:
             self.counters["bad_stanzas"] += 1
             if kind != "presence":
                 self.send_error(stanza, "jid-malformed")

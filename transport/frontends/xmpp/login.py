@@ -262,7 +262,7 @@ class Login:
         for record in records:
             try:
                 jidmod.internJID(record.jid)
-            except (jidmod.InvalidFormat, UnicodeError):
+            except st.JID_ERRORS:
                 continue
             self.frontend.send(st.presence(record.jid, self.frontend.domain, "probe"))
 

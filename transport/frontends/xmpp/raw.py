@@ -14,6 +14,7 @@ from twisted.words.protocols.jabber import jid as jidmod
 from twisted.words.xish import domish
 
 from transport.core import events as ev
+from transport.frontends.xmpp import stanzas as st
 from transport.frontends.xmpp.frontend import XmppFrontend
 
 log = Logger()
@@ -50,7 +51,7 @@ class RawStanzas:
         try:
             to = jidmod.internJID(stanza.getAttribute("to", ""))
             frm = jidmod.internJID(stanza.getAttribute("from") or self.frontend.domain)
-        except (jidmod.InvalidFormat, UnicodeError):
+        except st.JID_ERRORS:
             log.warn("raw XML from the backend for {user} has a bad address: dropped", user=event.user)
             return
         if to.userhost() != event.user or frm.host != self.frontend.domain:

@@ -7,9 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from twisted.words.protocols.jabber import error
+from twisted.words.protocols.jabber import jid as jidmod
 from twisted.words.xish import domish
 
 from transport.core import presence as pr
+
+#: What parsing an address can raise: Twisted's own error, bad encodings, and (from nameprep on a domain
+#: with an empty label such as ``b..c``) IndexError. Catch this tuple wherever an address from the wire is parsed.
+JID_ERRORS: tuple[type[Exception], ...] = (jidmod.InvalidFormat, UnicodeError, IndexError)
 
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
