@@ -749,3 +749,15 @@ def test_jid_parse_errors_include_nameprep_index_error() -> None:
 
     with pytest.raises(stanzas.JID_ERRORS):
         jidmod.internJID("a@b..c")
+
+
+@pytest_twisted.inlineCallbacks
+def test_only_xmpp_accounts_are_probed_when_the_component_comes_up(rig: XmppRig) -> None:
+    """The store holds every frontend's users: a WebSocket user id ("w0") must not be probed as a domain."""
+    yield rig.start()
+    yield rig.store.register_user(ALICE, "alice", "pw")
+    yield rig.store.register_user("w0", "w0", "")  # a WebSocket frontend user
+    rig.frontend.handlers["login"].component_up()
+    yield rig.wait_sent(lambda s: s.getAttribute("type") == "probe")
+    probed = {s.getAttribute("to") for s in rig.find(lambda s: s.getAttribute("type") == "probe")}
+    assert probed == {ALICE}

@@ -258,13 +258,19 @@ class Login:
         d.addErrback(lambda f: log.failure("listing registered users to probe", f))
 
     def _probe(self, records: list[Any]) -> None:
-        log.info("probing {n} registered users", n=len(records))
+        # The store holds every frontend's users: only accounts (bare JIDs with a node, not this
+        # transport's own) are XMPP users; a WebSocket user id such as "alice" would be probed as a domain.
+        jids = []
         for record in records:
             try:
-                jidmod.internJID(record.jid)
+                parsed = jidmod.internJID(record.jid)
             except st.JID_ERRORS:
                 continue
-            self.frontend.send(st.presence(record.jid, self.frontend.domain, "probe"))
+            if parsed.user and not parsed.resource and parsed.host != self.frontend.domain:
+                jids.append(record.jid)
+        log.info("probing {n} registered XMPP users", n=len(jids))
+        for bare in jids:
+            self.frontend.send(st.presence(bare, self.frontend.domain, "probe"))
 
     def expire(self) -> None:
         """Close the sessions that did not answer the probe in time."""
