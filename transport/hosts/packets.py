@@ -554,62 +554,54 @@ class HostLeaveReply(_HostReply):
     TYPE = 82
 
 
+class _StringBlob:
+    """Host packets whose blob is one string, kept in the field named by ``BLOB_FIELD``.
+
+    Listed first among the bases, so its blob methods take precedence; the fixed
+    body comes from the host request/reply base (``_fields``).
+    """
+
+    HAS_BLOB: ClassVar[bool] = True
+    BLOB_FIELD: ClassVar[str] = ""
+
+    def encode_blob(self) -> bytes:
+        w = BlobWriter()
+        w.string(getattr(self, self.BLOB_FIELD))
+        return w.data()
+
+    @classmethod
+    def decode_body(cls, body: bytes, blob: BlobReader | None, common: dict[str, Any]) -> Packet:
+        assert blob is not None
+        fields = cls._fields(body)  # type: ignore[attr-defined]
+        return cls(**fields, **{cls.BLOB_FIELD: blob.string()}, **common)  # type: ignore[return-value]
+
+
 @_register
 @dataclass(frozen=True, kw_only=True)
-class HostOfferReq(_HostReq):
+class HostOfferReq(_StringBlob, _HostReq):
     """A join request carrying a message for the admin."""
 
     TYPE = 83
-    HAS_BLOB = True
+    BLOB_FIELD = "message"
     message: str = ""
-
-    def encode_blob(self) -> bytes:
-        w = BlobWriter()
-        w.string(self.message)
-        return w.data()
-
-    @classmethod
-    def decode_body(cls, body: bytes, blob: BlobReader | None, common: dict[str, Any]) -> Packet:
-        assert blob is not None
-        return cls(**cls._fields(body), message=blob.string(), **common)
 
 
 @_register
 @dataclass(frozen=True, kw_only=True)
-class HostOfferReply(_HostReply):
+class HostOfferReply(_StringBlob, _HostReply):
     TYPE = 84
-    HAS_BLOB = True
+    BLOB_FIELD = "message"
     message: str = ""
-
-    def encode_blob(self) -> bytes:
-        w = BlobWriter()
-        w.string(self.message)
-        return w.data()
-
-    @classmethod
-    def decode_body(cls, body: bytes, blob: BlobReader | None, common: dict[str, Any]) -> Packet:
-        assert blob is not None
-        return cls(**cls._fields(body), message=blob.string(), **common)
 
 
 @_register
 @dataclass(frozen=True, kw_only=True)
-class HostSearchReq(_HostReq):
+class HostSearchReq(_StringBlob, _HostReq):
     """Search this host's members by name; answered as a paged user list (:class:`HostSearchReply`)."""
 
     TYPE = 85
-    HAS_BLOB = True
+    BLOB_FIELD = "text"
     text: str = ""
-
-    def encode_blob(self) -> bytes:
-        w = BlobWriter()
-        w.string(self.text)
-        return w.data()
-
-    @classmethod
-    def decode_body(cls, body: bytes, blob: BlobReader | None, common: dict[str, Any]) -> Packet:
-        assert blob is not None
-        return cls(**cls._fields(body), text=blob.string(), **common)
 
 
 # -- paged lists (directory search, member lists) ------------------------------------
