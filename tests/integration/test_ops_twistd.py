@@ -72,7 +72,10 @@ def service_manager() -> Iterator[FakeServiceManager]:
 def _wait(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except FileNotFoundError:  # a log file between its rotation and its re-creation
+            value = None
         if value:
             return value
         time.sleep(0.05)  # polling real processes from a synchronous test
